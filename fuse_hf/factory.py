@@ -1,0 +1,107 @@
+"""Builders for the FUSE components from plain keyword dictionaries (the `model:` sections of the configs).
+
+Kept apart from the pipeline so that training, tests and benchmarks build models the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+from diffusers import DDIMScheduler, UNet2DConditionModel
+
+from .models.autoencoder_spectral import SpectralAutoencoderKL
+
+# Sizes small enough for unit tests (a forward pass in milliseconds); random weights, never shipped.
+TINY_VAE = dict(block_out_channels=(8, 16, 16), latent_channels=4, norm_num_groups=4, layers_per_block=1)
+TINY_UNET = dict(
+    block_out_channels=(16, 32),
+    layers_per_block=1,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    attention_head_dim=4,
+    norm_num_groups=8,
+    cross_attention_dim=32,
+)
+TINY_BEATS = dict(
+    encoder_layers=2, encoder_embed_dim=32, encoder_ffn_embed_dim=64, encoder_attention_heads=2, embed_dim=64,
+    conv_pos=16, conv_pos_groups=4,
+)
+
+
+def make_scheduler(num_train_timesteps: int = 1000) -> DDIMScheduler:
+    """The DDIM scheduler FUSE samples with.
+
+    Few steps need three things together: `trailing` spacing so that sampling starts at the last training
+    timestep (999) rather than 833 after leading spacing at 6 steps, which would leave signal the model never
+    saw; a zero terminal SNR schedule so that the first step starts from pure noise as in training; and
+    v-prediction, because epsilon prediction is undefined at zero SNR (the input holds no signal to subtract).
+    """
+    return DDIMScheduler(
+        num_train_timesteps=num_train_timesteps,
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        prediction_type="v_prediction",
+        timestep_spacing="trailing",
+        rescale_betas_zero_snr=True,
+        clip_sample=False,
+        set_alpha_to_one=True,
+    )
+
+
+def make_vae(**kwargs: Any) -> SpectralAutoencoderKL:
+    """A spectral VAE; keyword arguments as [`SpectralAutoencoderKL`]."""
+    return SpectralAutoencoderKL(**kwargs)
+
+
+def make_unet(latent_channels: int, condition_dim: int, latent_frames: int = 64, latent_freq: int = 64,
+              **kwargs: Any) -> UNet2DConditionModel:
+    """The denoiser: input = noisy target latent ++ noisy-input latent (`2 * latent_channels` channels).
+
+    BEATs tokens `(batch, tokens, condition_dim)` enter through cross-attention after diffusers' `encoder_hid_dim`
+    projection to `cross_attention_dim`.
+    """
+    kwargs.setdefault("cross_attention_dim", 128)
+    return UNet2DConditionModel(
+        sample_size=(latent_freq, latent_frames),
+        in_channels=2 * latent_channels,
+        out_channels=latent_channels,
+        encoder_hid_dim=condition_dim,
+        **kwargs,
+    )
+
+
+def make_conditioner(**kwargs: Any):
+    """A BEATs encoder (random weights: pre-train it or load a converted checkpoint before use)."""
+    from .models.beats import BEATsModel
+
+    return BEATsModel(**kwargs)
+
+
+def make_pipeline(
+    vae: Optional[Dict[str, Any]] = None,
+    unet: Optional[Dict[str, Any]] = None,
+    conditioner: Optional[Dict[str, Any]] = None,
+    latent_frames: int = 64,
+    seed: Optional[int] = 0,
+):
+    """A FUSEPipeline with freshly initialised weights from config dictionaries (defaults: tiny)."""
+    import torch
+
+    from .pipelines.pipeline_fuse import FUSEPipeline
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    vae_model = make_vae(**(TINY_VAE if vae is None else vae))
+    beats = make_conditioner(**(TINY_BEATS if conditioner is None else conditioner))
+    unet_model = make_unet(
+        latent_channels=vae_model.config.latent_channels,
+        condition_dim=beats.config.encoder_embed_dim,
+        latent_frames=latent_frames,
+        latent_freq=vae_model.config.sample_size // vae_model.downsample_factor,
+        **(TINY_UNET if unet is None else unet),
+    )
+    pipe = FUSEPipeline(vae=vae_model, conditioner=beats, unet=unet_model, scheduler=make_scheduler())
+    for module in (vae_model, beats, unet_model):
+        module.eval()
+    return pipe

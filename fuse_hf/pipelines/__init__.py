@@ -1,0 +1,3 @@
+from .pipeline_fuse import FUSEPipeline, FUSEPipelineOutput
+
+__all__ = ["FUSEPipeline", "FUSEPipelineOutput"]
