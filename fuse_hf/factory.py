@@ -23,8 +23,9 @@ TINY_UNET = dict(
     cross_attention_dim=32,
 )
 TINY_BEATS = dict(
-    encoder_layers=2, encoder_embed_dim=32, encoder_ffn_embed_dim=64, encoder_attention_heads=2, embed_dim=64,
-    conv_pos=16, conv_pos_groups=4,
+    input_patch_size=16, embed_dim=32, encoder_layers=2, encoder_embed_dim=32, encoder_ffn_embed_dim=64,
+    encoder_attention_heads=2, conv_pos=16, conv_pos_groups=4, relative_position_embedding=True, num_buckets=32,
+    max_distance=64, gru_rel_pos=True, deep_norm=True,
 )
 
 

@@ -93,3 +93,14 @@ def resolve_pipeline_folder(
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"{name}: not a local folder, and the Hub download failed ({first}).") from None
     return check_pipeline_folder(folder)
+
+
+def push_folder_to_hub(folder: str | os.PathLike, repo_id: str, token: Optional[str] = None, private: bool = False,
+                       commit_message: str = "Upload FUSE pipeline") -> str:
+    """Creates `repo_id` if needed and uploads a pipeline folder (weights, configs, model card); returns the URL."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    info = api.upload_folder(repo_id=repo_id, folder_path=os.fspath(folder), commit_message=commit_message)
+    return str(getattr(info, "commit_url", info))

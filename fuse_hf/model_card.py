@@ -1,0 +1,102 @@
+"""Model cards rendered from `model_cards/fuse.md` with `huggingface_hub.ModelCard`, metrics as `model-index`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, Iterable, Optional
+
+METRIC_NAMES = {
+    "pesq": ("PESQ-WB", "pesq"),
+    "estoi": ("ESTOI", "estoi"),
+    "si_sdr": ("SI-SDR (dB)", "si_sdr"),
+    "dnsmos_sig": ("DNSMOS SIG", "dnsmos"),
+    "dnsmos_bak": ("DNSMOS BAK", "dnsmos"),
+    "dnsmos_ovrl": ("DNSMOS OVRL", "dnsmos"),
+}
+_TEMPLATE_PLACES = (
+    Path(__file__).resolve().parent.parent / "model_cards" / "fuse.md",  # source checkout
+    Path(__file__).resolve().parent / "assets" / "model_card.md",  # installed wheel
+)
+
+
+def template_path() -> Path:
+    for path in _TEMPLATE_PLACES:
+        if path.is_file():
+            return path
+    raise ValueError("model card template not found (model_cards/fuse.md).")
+
+
+def _count_parameters(folder: Path, component: str) -> str:
+    from safetensors import safe_open
+
+    total = 0
+    for file in (folder / component).glob("*.safetensors"):
+        with safe_open(str(file), "pt") as handle:
+            for key in handle.keys():
+                total += _prod(handle.get_slice(key).get_shape())
+    return f"{total / 1e6:.2f} M"
+
+
+def _prod(shape: Iterable[int]) -> int:
+    out = 1
+    for s in shape:
+        out *= int(s)
+    return out
+
+
+def render_model_card(
+    folder,
+    metrics: Optional[Dict[str, float]] = None,
+    repo_id: str = "fuse-hf/fuse-small",
+    model_name: Optional[str] = None,
+    datasets: Iterable[str] = (),
+    dataset_name: str = "held-out noisy speech",
+    description: str = "",
+    training_command: str = "accelerate launch train.py diffusion --config configs/fuse-small/diffusion.yaml",
+    training_description: str = "Trained with the `fuse-hf` package's `train.py` in three stages (BEATs, VAE, UNet).",
+    limitations: str = "Trained on a small corpus; expect artefacts on voices, languages and noises far from it.",
+    license: str = "apache-2.0",
+    num_inference_steps: int = 6,
+):
+    """A `huggingface_hub.ModelCard` for a pipeline folder with `pipeline_tag: audio-to-audio` and the metrics
+    as `model-index` results."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    folder = Path(folder)
+    metrics = {k: float(v) for k, v in (metrics or {}).items() if k in METRIC_NAMES and v == v}
+    eval_results = [
+        EvalResult(task_type="audio-to-audio", task_name="Speech enhancement", dataset_type="custom",
+                   dataset_name=dataset_name, metric_type=METRIC_NAMES[k][1], metric_name=METRIC_NAMES[k][0],
+                   metric_value=round(v, 4))
+        for k, v in metrics.items()
+    ]
+    card_data = ModelCardData(
+        license=license, library_name="fuse-hf", pipeline_tag="audio-to-audio",
+        tags=["speech-enhancement", "diffusion", "audio", "beats", "diffusers"],
+        datasets=list(datasets) or None, model_name=model_name or repo_id.split("/")[-1],
+        eval_results=eval_results or None,
+    )
+    results = "\n".join(["| metric | value |", "|---|---:|"] + [f"| {METRIC_NAMES[k][0]} | {v:.3f} |" for k, v in metrics.items()]) \
+        if metrics else "No measured results yet."
+    components = []
+    index = json.loads((folder / "model_index.json").read_text()) if (folder / "model_index.json").is_file() else {}
+    for name, spec in index.items():
+        if isinstance(spec, list) and name != "scheduler":
+            components.append(f"| {name} | `{spec[1]}` | {_count_parameters(folder, name)} |")
+    return ModelCard.from_template(
+        card_data, template_path=str(template_path()), model_name=model_name or repo_id.split("/")[-1],
+        repo_id=repo_id, description=description, results_table=results, training_command=training_command,
+        training_description=training_description, components_table="\n".join(components) or "| - | - | - |",
+        limitations=limitations, num_inference_steps=num_inference_steps,
+    )
+
+
+def write_model_card(folder, metrics: Optional[Dict[str, float]] = None, training_args: Any = None, **kwargs) -> Path:
+    """Renders the card into `folder/README.md`."""
+    if training_args is not None:
+        kwargs.setdefault("repo_id", getattr(training_args, "hub_model_id", None) or "fuse-hf/fuse-small")
+    card = render_model_card(folder, metrics, **kwargs)
+    path = Path(folder) / "README.md"
+    card.save(str(path))
+    return path

@@ -1,0 +1,74 @@
+"""Figures people look at: spectrograms side by side and metric curves (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Mapping, Sequence
+
+import numpy as np
+
+
+def log_spectrogram_db(audio: np.ndarray, sampling_rate: int, n_fft: int = 512, hop: int = 128) -> np.ndarray:
+    """`(freq, frames)` power spectrogram in dB (re full scale) of a 1-D signal."""
+    audio = np.asarray(audio, dtype=np.float64)
+    if audio.size < n_fft:
+        audio = np.pad(audio, (0, n_fft - audio.size))
+    frames = 1 + (audio.size - n_fft) // hop
+    index = np.arange(n_fft)[None, :] + hop * np.arange(frames)[:, None]
+    spectrum = np.fft.rfft(audio[index] * np.hanning(n_fft), axis=1)
+    return (10 * np.log10(np.abs(spectrum) ** 2 / (n_fft / 4) + 1e-10)).T
+
+
+def plot_spectrograms(signals: Mapping[str, np.ndarray], sampling_rate: int, path, title: str = "") -> Path:
+    """Writes one PNG with a spectrogram per signal (e.g. noisy / enhanced / clean), side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(signals)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), sharey=True, squeeze=False)
+    for ax, name in zip(axes[0], names):
+        spec = log_spectrogram_db(signals[name], sampling_rate)
+        duration = len(signals[name]) / sampling_rate
+        image = ax.imshow(spec, origin="lower", aspect="auto", vmin=-100, vmax=-10, cmap="magma",
+                          extent=(0, duration, 0, sampling_rate / 2000))
+        ax.set_title(name)
+        ax.set_xlabel("time (s)")
+    axes[0][0].set_ylabel("frequency (kHz)")
+    fig.colorbar(image, ax=axes[0].tolist(), label="dB")
+    if title:
+        fig.suptitle(title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_curves(history: Sequence[Dict[str, float]], keys: Sequence[str], path, x: str = "step",
+                title: str = "") -> Path:
+    """Metric curves against `x` from a list of records (e.g. validation history), one panel per key."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in keys if any(k in r for r in history)]
+    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(4 * max(1, len(keys)), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        points = [(r[x], r[key]) for r in history if key in r and r[key] is not None and np.isfinite(r[key])]
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, marker="o", ms=3)
+        ax.set_title(key)
+        ax.set_xlabel(x)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,400 @@
+"""The three training stages. Each says how to build its model, compute a loss, validate and save; the loop in
+`loop.py` does everything else.
+
+* `beats`: BEATs iteration-1 self-supervised pre-training on speech, noise and mixtures -> `conditioner/`;
+* `vae`: the spectral VAE, reconstructing clean *and* noisy spectrograms -> `vae/`;
+* `diffusion`: the latent-diffusion UNet with the frozen VAE and the frozen BEATs -> a whole pipeline folder.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..audio import SAMPLE_RATE, HOP_LENGTH, pad_frames, to_spectrogram, to_waveform
+
+
+# --------------------------------------------------------------------------------------------- shared
+
+
+def segment_samples_for(args, frame_multiple: int = 32) -> int:
+    """Crop length in samples whose centred STFT has a multiple of `frame_multiple` frames (no padding)."""
+    frames = int(round(args.segment_seconds * SAMPLE_RATE / HOP_LENGTH)) + 1
+    frames = max(frame_multiple, int(round(frames / frame_multiple)) * frame_multiple)
+    return (frames - 1) * HOP_LENGTH
+
+
+def validation_pairs(args, segment_samples: int) -> List[Dict[str, Any]]:
+    """The fixed validation set: paired folders, or speech + noise mixed with a fixed seed."""
+    from ..data import PairedFolderDataset, list_audio_files, make_validation_pairs
+
+    n = args.num_validation_pairs
+    if args.valid_data_dir:
+        dataset = PairedFolderDataset(args.valid_data_dir, segment_samples, seed=args.seed + 1)
+        return [{**{k: v.numpy() for k, v in dataset[i].items()}, "name": f"valid{i:03d}"} for i in range(min(n, len(dataset)))]
+    speech_dir = args.valid_speech_dir or args.speech_dir
+    noise_dir = args.valid_noise_dir or (args.noise_dir if args.valid_speech_dir is None else None)
+    if speech_dir is None:
+        raise ValueError("validation needs --valid_data_dir or --valid_speech_dir (and --valid_noise_dir).")
+    if args.valid_speech_dir is None:
+        warnings.warn("No --valid_speech_dir/--valid_data_dir: validating on mixtures of the TRAINING speech.")
+    speech = list_audio_files(speech_dir)
+    noise = list_audio_files(noise_dir) if noise_dir else []
+    return make_validation_pairs(speech, noise, n, segment_samples, seed=args.seed + 1)
+
+
+def _metric_names(args) -> Tuple[str, ...]:
+    return tuple(m.strip() for m in args.validation_metrics.split(",") if m.strip())
+
+
+def mean_metrics(rows: List[Dict[str, float]], prefix: str = "") -> Dict[str, float]:
+    keys = sorted({k for r in rows for k in r})
+    return {prefix + k: float(np.nanmean([r.get(k, np.nan) for r in rows])) for k in keys}
+
+
+def multi_resolution_stft_loss(estimate: torch.Tensor, target: torch.Tensor,
+                               resolutions=((256, 64), (512, 128), (1024, 256))) -> torch.Tensor:
+    """Spectral convergence + log-magnitude L1 over several STFT sizes, on `(batch, samples)` waveforms."""
+    total = estimate.new_zeros(())
+    for n_fft, hop in resolutions:
+        window = torch.hann_window(n_fft, device=estimate.device)
+        est = torch.stft(estimate.float(), n_fft, hop, window=window, return_complex=True).abs()
+        ref = torch.stft(target.float(), n_fft, hop, window=window, return_complex=True).abs()
+        convergence = torch.linalg.norm(ref - est) / torch.linalg.norm(ref).clamp_min(1e-8)
+        log_mag = F.l1_loss(torch.log(est + 1e-5), torch.log(ref + 1e-5))
+        total = total + convergence + log_mag
+    return total / len(resolutions)
+
+
+class Stage:
+    name = "stage"
+
+    def state(self) -> Dict[str, Any]:
+        return {}
+
+    def push_to_hub(self, final_dir: Path, args) -> None:
+        from ..hub import push_folder_to_hub
+
+        if not args.hub_model_id:
+            raise ValueError("--push_to_hub needs --hub_model_id user/name.")
+        push_folder_to_hub(final_dir, args.hub_model_id, token=args.hub_token)
+
+
+# ------------------------------------------------------------------------------------------------ vae
+
+
+class VAEStage(Stage):
+    """Spectral VAE: L1 + MSE on the normalised spectrogram, log-magnitude L1, a small KL term and an optional
+    multi-resolution STFT loss on the waveform. Trained on clean and noisy crops alike, because it must encode
+    noisy inputs and decode clean outputs."""
+
+    name = "vae"
+    DEFAULT_LOSS = {"l1": 1.0, "mse": 1.0, "log_mag": 1.0, "kl": 1e-6, "mrstft": 0.0}
+
+    def build(self, args, accelerator, resumed_state):
+        from ..data import build_train_dataset
+        from ..models.autoencoder_spectral import SpectralAutoencoderKL
+
+        self.args, self.device = args, accelerator.device
+        self.segment = segment_samples_for(args, frame_multiple=4)
+        args.segment_samples = self.segment
+        self.dataset = build_train_dataset(args)
+        self.loss_weights = {**self.DEFAULT_LOSS, **args.loss}
+        config = dict(args.vae)
+        if args.representation:
+            config["representation"] = args.representation
+        self.representation = config.get("representation", "complex")
+        if args.pretrained_model:
+            model = SpectralAutoencoderKL.from_pretrained(args.pretrained_model)
+            self.representation = model.config.representation
+            self.input_scale = float(model.config.input_scale)
+        else:
+            self.input_scale = float(
+                resumed_state.get("input_scale") or config.pop("input_scale", None) or self.measure_input_scale()
+            )
+            config.pop("input_scale", None)
+            model = SpectralAutoencoderKL(**config, input_scale=self.input_scale)
+        accelerator.print(f"VAE: {self.representation} spectrograms, input_scale {self.input_scale:.4f}")
+        self.pairs = validation_pairs(args, self.segment) if accelerator.is_main_process else []
+        return model
+
+    def measure_input_scale(self, items: int = 64) -> float:
+        """RMS of the compressed spectrogram over training crops (clean and noisy): the normalising scale."""
+        squares, count = 0.0, 0
+        for i in range(min(items, len(self.dataset))):
+            item = self.dataset[i]
+            wave = torch.stack([item["clean"], item["noisy"]])
+            spec, _ = to_spectrogram(wave, self.representation, 1.0)
+            squares += float(spec.double().pow(2).sum())
+            count += spec.numel()
+        return float(np.sqrt(squares / max(count, 1)))
+
+    def state(self):
+        return {"input_scale": self.input_scale, "representation": self.representation}
+
+    def train_dataset(self, args):
+        return self.dataset
+
+    def loss(self, model, batch, accelerator):
+        w = self.loss_weights
+        wave = torch.cat([batch["clean"], batch["noisy"]]).to(accelerator.device)
+        with torch.no_grad():
+            spec, compressed = to_spectrogram(wave, self.representation, self.input_scale)
+        posterior = model.encode(spec).latent_dist
+        rec = model.decode(posterior.sample()).sample.float()
+        logs = {}
+        total = rec.new_zeros(())
+        for key, value in (("l1", F.l1_loss(rec, spec)), ("mse", F.mse_loss(rec, spec))):
+            logs[key] = value.item()
+            total = total + w[key] * value
+        if w["log_mag"]:
+            log_mag = F.l1_loss(_log_magnitude(rec), _log_magnitude(spec))
+            logs["log_mag"] = log_mag.item()
+            total = total + w["log_mag"] * log_mag
+        if w["kl"]:
+            kl = posterior.kl().mean() / spec[0].numel()
+            logs["kl"] = kl.item()
+            total = total + w["kl"] * kl
+        if w["mrstft"]:
+            estimate = to_waveform(rec, wave.shape[-1], self.representation, self.input_scale, compressed)
+            mrstft = multi_resolution_stft_loss(estimate, wave)
+            logs["mrstft"] = mrstft.item()
+            total = total + w["mrstft"] * mrstft
+        logs["mse_over_zero"] = logs["mse"] / max(float(spec.pow(2).mean()), 1e-12)
+        return total, logs
+
+    def round_trip(self, model, wave: np.ndarray) -> np.ndarray:
+        """Encode (posterior mean), decode and synthesise one clip, as the pipeline does (magnitude: input phase)."""
+        x = torch.from_numpy(np.asarray(wave, np.float32))[None].to(self.device)
+        spec, compressed = to_spectrogram(x, self.representation, self.input_scale)
+        frames = spec.shape[-1]
+        latents = model.encode(pad_frames(spec, model.downsample_factor)).latent_dist.mode()
+        rec = model.decode(latents).sample[..., :frames]
+        return to_waveform(rec, x.shape[-1], self.representation, self.input_scale, compressed)[0].cpu().numpy()
+
+    def validate(self, model, step, accelerator):
+        from ..metrics import compute_metrics
+        from ..plotting import plot_spectrograms
+
+        clean_rows, noisy_rows = [], []
+        for k, pair in enumerate(self.pairs):
+            clean_rt = self.round_trip(model, pair["clean"])
+            noisy_rt = self.round_trip(model, pair["noisy"])
+            clean_rows.append(compute_metrics(pair["clean"], clean_rt, SAMPLE_RATE, _metric_names(self.args)))
+            noisy_rows.append(compute_metrics(pair["noisy"], noisy_rt, SAMPLE_RATE, ("si_sdr",)))
+            if k == 0:
+                plot_spectrograms(
+                    {"clean": pair["clean"], "VAE round trip": clean_rt, "noisy": pair["noisy"], "noisy round trip": noisy_rt},
+                    SAMPLE_RATE, Path(self.args.output_dir) / "figures" / f"vae_step{step:07d}.png",
+                    title=f"VAE ({self.representation}) at step {step}",
+                )
+        return {**mean_metrics(clean_rows), **mean_metrics(noisy_rows, prefix="noisy_")}
+
+    def save_final(self, model, args, record):
+        from ..plotting import plot_curves
+        from .loop import read_history
+
+        scale = self.measure_scaling_factor(model)
+        model.register_to_config(scaling_factor=scale, input_scale=self.input_scale)
+        target = Path(args.output_dir) / "vae"
+        model.save_pretrained(target)
+        history = read_history(args.output_dir)
+        (target.parent / "vae_validation.json").write_text(json.dumps(history, indent=2))
+        plot_curves(history, ["pesq", "estoi", "si_sdr", "noisy_si_sdr"], Path(args.output_dir) / "vae_curves.png",
+                    title=f"VAE ({self.representation}) round trip of clean validation speech")
+        return target
+
+    @torch.no_grad()
+    def measure_scaling_factor(self, model, items: int = 32) -> float:
+        """`1 / std` of the latent posterior means over training crops: unit-variance latents for diffusion."""
+        model.eval()
+        latents = []
+        for i in range(min(items, len(self.dataset))):
+            item = self.dataset[i]
+            wave = torch.stack([item["clean"], item["noisy"]]).to(self.device)
+            spec, _ = to_spectrogram(wave, self.representation, self.input_scale)
+            latents.append(model.encode(pad_frames(spec, model.downsample_factor)).latent_dist.mode().float().cpu())
+        return float(1.0 / torch.cat(latents).std())
+
+
+def _log_magnitude(spec: torch.Tensor) -> torch.Tensor:
+    """Log magnitude of a normalised spectrogram: complex `(B, 2, F, T)` or magnitude `(B, 1, F, T)`."""
+    magnitude = spec.pow(2).sum(dim=1).sqrt() if spec.shape[1] == 2 else spec[:, 0].abs()
+    return torch.log(magnitude + 1e-3)
+
+
+# ------------------------------------------------------------------------------------------ diffusion
+
+
+class DiffusionStage(Stage):
+    """The UNet learns v-prediction on the clean latent given the noisy latent and BEATs tokens; the tokens are
+    replaced by zeros with probability `--conditioning_dropout`, so the same model runs without them."""
+
+    name = "diffusion"
+
+    def build(self, args, accelerator, resumed_state):
+        from ..data import build_train_dataset
+        from ..factory import make_scheduler, make_unet
+        from ..models.autoencoder_spectral import SpectralAutoencoderKL
+        from ..models.beats import BEATsModel
+        from diffusers import UNet2DConditionModel
+
+        if not args.vae_path or not args.conditioner_path:
+            raise ValueError("the diffusion stage needs --vae_path (a trained VAE) and --conditioner_path (a BEATs).")
+        self.args, self.device = args, accelerator.device
+        self.vae = SpectralAutoencoderKL.from_pretrained(args.vae_path).to(self.device).eval().requires_grad_(False)
+        self.conditioner = BEATsModel.from_pretrained(args.conditioner_path).to(self.device).eval().requires_grad_(False)
+        unet_levels = len(args.unet.get("block_out_channels", (1, 1, 1, 1)))
+        self.segment = segment_samples_for(args, frame_multiple=self.vae.downsample_factor * 2 ** (unet_levels - 1))
+        args.segment_samples = self.segment
+        self.dataset = build_train_dataset(args)
+        self.scheduler = make_scheduler()
+        frames = self.segment // HOP_LENGTH + 1
+        if args.pretrained_model:
+            unet = UNet2DConditionModel.from_pretrained(Path(args.pretrained_model) / "unet")
+        else:
+            unet = make_unet(
+                latent_channels=self.vae.config.latent_channels,
+                condition_dim=self.conditioner.config.encoder_embed_dim,
+                latent_frames=frames // self.vae.downsample_factor,
+                latent_freq=self.vae.config.sample_size // self.vae.downsample_factor,
+                **args.unet,
+            )
+        self.pairs = validation_pairs(args, self.segment * 2) if accelerator.is_main_process else []
+        return unet
+
+    def train_dataset(self, args):
+        return self.dataset
+
+    @torch.no_grad()
+    def encode(self, clean: torch.Tensor, noisy: torch.Tensor, accelerator):
+        """Frozen encoders: `(clean latents, noisy latents, BEATs tokens)` for waveforms `(batch, samples)`."""
+        cfg = self.vae.config
+        with accelerator.autocast():
+            spec_clean, _ = to_spectrogram(clean, cfg.representation, cfg.input_scale)
+            spec_noisy, _ = to_spectrogram(noisy, cfg.representation, cfg.input_scale)
+            both = self.vae.encode_to_latents(torch.cat([spec_clean, spec_noisy]))
+            tokens, _ = self.conditioner.encode_tokens(noisy)
+        z_clean, z_noisy = both.float().chunk(2)
+        return z_clean, z_noisy, tokens.float()
+
+    def loss(self, model, batch, accelerator):
+        clean, noisy = batch["clean"].to(self.device), batch["noisy"].to(self.device)
+        z_clean, z_noisy, tokens = self.encode(clean, noisy, accelerator)
+        batch_size = z_clean.shape[0]
+        drop = torch.rand(batch_size, device=self.device) < self.args.conditioning_dropout
+        tokens = torch.where(drop[:, None, None], torch.zeros_like(tokens), tokens)
+        noise = torch.randn_like(z_clean)
+        timesteps = torch.randint(0, self.scheduler.config.num_train_timesteps, (batch_size,), device=self.device)
+        noisy_latents = self.scheduler.add_noise(z_clean, noise, timesteps)
+        target = self.scheduler.get_velocity(z_clean, noise, timesteps)
+        prediction = model(torch.cat([noisy_latents, z_noisy], dim=1), timesteps, encoder_hidden_states=tokens).sample
+        loss = F.mse_loss(prediction.float(), target.float())
+        return loss, {}
+
+    def pipeline(self, unet):
+        from ..factory import make_scheduler
+        from ..pipelines.pipeline_fuse import FUSEPipeline
+
+        pipe = FUSEPipeline(vae=self.vae, conditioner=self.conditioner, unet=unet, scheduler=make_scheduler())
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def validate(self, model, step, accelerator):
+        from ..metrics import compute_metrics
+        from ..plotting import plot_spectrograms
+
+        pipe = self.pipeline(model)
+        rows, rows_off = [], []
+        for k, pair in enumerate(self.pairs):
+            gen = torch.Generator().manual_seed(k)
+            out = pipe(pair["noisy"], sampling_rate=SAMPLE_RATE, num_inference_steps=self.args.num_inference_steps,
+                       generator=gen).audios
+            rows.append(compute_metrics(pair["clean"], out, SAMPLE_RATE, _metric_names(self.args)))
+            off = pipe(pair["noisy"], sampling_rate=SAMPLE_RATE, num_inference_steps=self.args.num_inference_steps,
+                       generator=torch.Generator().manual_seed(k), guidance_scale=0.0).audios
+            rows_off.append(compute_metrics(pair["clean"], off, SAMPLE_RATE, ("si_sdr",)))
+            if k == 0:
+                plot_spectrograms({"noisy": pair["noisy"], "enhanced": out, "clean": pair["clean"]}, SAMPLE_RATE,
+                                  Path(self.args.output_dir) / "figures" / f"diffusion_step{step:07d}.png",
+                                  title=f"FUSE at step {step}, {self.args.num_inference_steps} steps")
+        noisy = [compute_metrics(p["clean"], p["noisy"], SAMPLE_RATE, ("si_sdr",)) for p in self.pairs]
+        return {**mean_metrics(rows), **mean_metrics(rows_off, "guidance_off_"), **mean_metrics(noisy, "noisy_")}
+
+    def save_final(self, model, args, record):
+        from ..model_card import write_model_card
+        from ..plotting import plot_curves
+        from .loop import read_history
+
+        target = Path(args.output_dir) / "pipeline"
+        self.pipeline(model).save_pretrained(target)
+        history = read_history(args.output_dir)
+        plot_curves(history, ["pesq", "estoi", "si_sdr", "guidance_off_si_sdr"],
+                    Path(args.output_dir) / "diffusion_curves.png", title="FUSE validation")
+        write_model_card(target, metrics={k: v for k, v in record.items() if k in ("pesq", "estoi", "si_sdr",
+                         "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl")}, training_args=args)
+        return target
+
+
+# ---------------------------------------------------------------------------------------------- beats
+
+
+class BEATsStage(Stage):
+    """BEATs iteration-1 pre-training (frozen random-projection tokenizer, 75 % masked patches). Each crop is
+    clean speech, noise alone or a mixture, so that the features describe noisy speech."""
+
+    name = "beats"
+
+    def build(self, args, accelerator, resumed_state):
+        from ..data import build_train_dataset
+        from ..models.beats import BEATsModel
+        from ..models.beats_pretraining import BEATsForPretraining
+
+        self.args, self.device = args, accelerator.device
+        self.segment = segment_samples_for(args, frame_multiple=1)
+        args.segment_samples = self.segment
+        self.dataset = build_train_dataset(args)
+        config = dict(args.beats)
+        pretraining = dict(config.pop("pretraining", {}) or {})
+        encoder = BEATsModel.from_pretrained(args.pretrained_model) if args.pretrained_model else BEATsModel(**config)
+        self.pairs = validation_pairs(args, self.segment) if accelerator.is_main_process else []
+        return BEATsForPretraining(encoder, **pretraining)
+
+    def train_dataset(self, args):
+        return self.dataset
+
+    def loss(self, model, batch, accelerator):
+        clean, noisy = batch["clean"].to(self.device), batch["noisy"].to(self.device)
+        choice = torch.rand(clean.shape[0], device=self.device)[:, None]
+        # 30 % clean speech, 20 % the noise alone, 50 % the mixture.
+        wave = torch.where(choice < 0.3, clean, torch.where(choice < 0.5, noisy - clean, noisy))
+        out = model(wave)
+        return out["loss"], {"accuracy": float(out["accuracy"])}
+
+    def validate(self, model, step, accelerator):
+        accuracies, losses = [], []
+        for k, pair in enumerate(self.pairs):
+            for kind, wave in (("noisy", pair["noisy"]), ("clean", pair["clean"])):
+                out = model(torch.from_numpy(wave)[None].to(self.device), generator=torch.Generator().manual_seed(k))
+                accuracies.append(float(out["accuracy"]))
+                losses.append(float(out["loss"]))
+        return {"masked_accuracy": float(np.mean(accuracies)), "masked_loss": float(np.mean(losses))}
+
+    def save_final(self, model, args, record):
+        from ..plotting import plot_curves
+        from .loop import read_history
+
+        target = Path(args.output_dir) / "conditioner"
+        model.encoder.save_pretrained(target)
+        plot_curves(read_history(args.output_dir), ["masked_accuracy", "masked_loss"],
+                    Path(args.output_dir) / "beats_curves.png", title="BEATs pre-training (valid)")
+        return target
+
+
+STAGES = {"vae": VAEStage, "diffusion": DiffusionStage, "beats": BEATsStage}
