@@ -1,12 +1,4 @@
 from .autoencoder_spectral import SpectralAutoencoderKL
-
-
-def __getattr__(name):
-    if name == "BEATsModel":
-        from .beats import BEATsModel
-
-        return BEATsModel
-    raise AttributeError(f"module 'fuse_hf.models' has no attribute {name!r}")
-
+from .beats import BEATsModel
 
 __all__ = ["SpectralAutoencoderKL", "BEATsModel"]
