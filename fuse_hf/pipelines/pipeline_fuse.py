@@ -232,7 +232,8 @@ class FUSEPipeline(DiffusionPipeline):
     def encode_condition(self, waveform: torch.Tensor, padding_mask: Optional[torch.Tensor]):
         """BEATs tokens of the noisy windows `(batch, samples)` -> `(batch, tokens, embed_dim)` and a
         cross-attention mask `(batch, tokens)` (1 = attend) when the conditioner reports padded tokens."""
-        features, token_padding = self.conditioner.encode_tokens(waveform, padding_mask=padding_mask)
+        # "patch" masks whole padded patch rows, so a padded last window gets the tokens its audio gets alone.
+        features, token_padding = self.conditioner.encode_tokens(waveform, padding_mask=padding_mask, padding_mode="patch")
         mask = None
         if token_padding is not None and token_padding.shape == features.shape[:2] and bool(token_padding.any()):
             mask = (~token_padding).to(features.dtype)

@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
@@ -104,8 +105,19 @@ def _init_trackers(accelerator, args, stage_name: str) -> None:
     accelerator.init_trackers(f"fuse-{stage_name}", config={k: str(v) if v is None else v for k, v in config.items()})
 
 
-def train(args, stage) -> Dict[str, Any]:
-    """Runs `stage` (an object from `stages.py`) to `args.max_train_steps`; returns the final validation record."""
+@dataclass
+class TrainingResult:
+    """What `train` returns: the last validation record, the step reached, and the trained (unwrapped) model
+    with its raw, non-EMA weights."""
+
+    record: Dict[str, Any]
+    global_step: int
+    model: torch.nn.Module
+    final_dir: Optional[Path] = None
+
+
+def train(args, stage) -> TrainingResult:
+    """Runs `stage` (an object from `stages.py`) to `args.max_train_steps` (or `--max_train_minutes`)."""
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
     from diffusers.optimization import get_scheduler
@@ -210,6 +222,7 @@ def train(args, stage) -> Dict[str, Any]:
 
     # 4. Save the final model (EMA weights)
     accelerator.wait_for_everyone()
+    final_dir = None
     if accelerator.is_main_process:
         with _ema_weights(ema, params):
             final_dir = stage.save_final(accelerator.unwrap_model(model), args, last_record)
@@ -217,7 +230,7 @@ def train(args, stage) -> Dict[str, Any]:
         if args.push_to_hub:
             stage.push_to_hub(final_dir, args)
     accelerator.end_training()
-    return last_record
+    return TrainingResult(last_record, global_step, accelerator.unwrap_model(model), final_dir)
 
 
 class _ema_weights:
@@ -272,4 +285,4 @@ def read_history(output_dir) -> List[Dict[str, Any]]:
     return [latest[s] for s in sorted(latest)]
 
 
-__all__ = ["train", "read_history", "StepBatchSampler", "make_train_loader"]
+__all__ = ["train", "TrainingResult", "read_history", "StepBatchSampler", "make_train_loader"]

@@ -122,7 +122,7 @@ class VAEStage(Stage):
             model = SpectralAutoencoderKL(**config, input_scale=self.input_scale)
         accelerator.print(f"VAE: {self.representation} spectrograms, input_scale {self.input_scale:.4f}")
         self.pairs = validation_pairs(args, self.segment) if accelerator.is_main_process else []
-        return model
+        return VAETrainingModule(model)
 
     def measure_input_scale(self, items: int = 64) -> float:
         """RMS of the compressed spectrogram over training crops (clean and noisy): the normalising scale."""
@@ -146,8 +146,8 @@ class VAEStage(Stage):
         wave = torch.cat([batch["clean"], batch["noisy"]]).to(accelerator.device)
         with torch.no_grad():
             spec, compressed = to_spectrogram(wave, self.representation, self.input_scale)
-        posterior = model.encode(spec).latent_dist
-        rec = model.decode(posterior.sample()).sample.float()
+        rec, posterior = model(spec)
+        rec = rec.float()
         logs = {}
         total = rec.new_zeros(())
         for key, value in (("l1", F.l1_loss(rec, spec)), ("mse", F.mse_loss(rec, spec))):
@@ -171,6 +171,7 @@ class VAEStage(Stage):
 
     def round_trip(self, model, wave: np.ndarray) -> np.ndarray:
         """Encode (posterior mean), decode and synthesise one clip, as the pipeline does (magnitude: input phase)."""
+        model = getattr(model, "vae", model)
         x = torch.from_numpy(np.asarray(wave, np.float32))[None].to(self.device)
         spec, compressed = to_spectrogram(x, self.representation, self.input_scale)
         frames = spec.shape[-1]
@@ -200,6 +201,7 @@ class VAEStage(Stage):
         from ..plotting import plot_curves
         from .loop import read_history
 
+        model = model.vae
         scale = self.measure_scaling_factor(model)
         model.register_to_config(scaling_factor=scale, input_scale=self.input_scale)
         target = Path(args.output_dir) / "vae"
@@ -221,6 +223,18 @@ class VAEStage(Stage):
             spec, _ = to_spectrogram(wave, self.representation, self.input_scale)
             latents.append(model.encode(pad_frames(spec, model.downsample_factor)).latent_dist.mode().float().cpu())
         return float(1.0 / torch.cat(latents).std())
+
+
+class VAETrainingModule(torch.nn.Module):
+    """One `forward` for encode + sample + decode, so that DistributedDataParallel sees (and syncs) the whole step."""
+
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, spec: torch.Tensor):
+        posterior = self.vae.encode(spec).latent_dist
+        return self.vae.decode(posterior.sample()).sample, posterior
 
 
 def _log_magnitude(spec: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,128 @@
+"""BEATs forward time and peak memory: the official iter3 configuration vs. our small conditioner configuration.
+
+Each case (configuration x input length) runs in its own subprocess, so that its peak resident memory
+(``ru_maxrss``) is its own; weights are random (the time and memory do not depend on their values).
+
+    python benchmarks/bench_beats.py --out beats_bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+CONFIGS = {
+    # BEATs_iter3.pt: 12 layers x 768, 90 M parameters.
+    "iter3": dict(
+        input_patch_size=16,
+        embed_dim=512,
+        encoder_layers=12,
+        encoder_embed_dim=768,
+        encoder_ffn_embed_dim=3072,
+        encoder_attention_heads=12,
+        deep_norm=True,
+        relative_position_embedding=True,
+        num_buckets=320,
+        max_distance=800,
+        gru_rel_pos=True,
+    ),
+    # The CPU-sized conditioner: 4 layers x 384.
+    "small": dict(
+        input_patch_size=16,
+        embed_dim=512,
+        encoder_layers=4,
+        encoder_embed_dim=384,
+        encoder_ffn_embed_dim=1536,
+        encoder_attention_heads=6,
+        deep_norm=True,
+        relative_position_embedding=True,
+        num_buckets=320,
+        max_distance=800,
+        gru_rel_pos=True,
+    ),
+}
+DURATIONS_S = (4.0, 60.0)
+
+
+def run_case(config_name: str, seconds: float, repeats: int, threads: int) -> dict:
+    """Times `encode_tokens` on one `(1, seconds * 16000)` input; runs in the child process."""
+    import torch
+
+    from fuse_hf.models.beats import BEATsModel
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    rss_before_model = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    model = BEATsModel(**CONFIGS[config_name]).eval()
+    waveform = 0.1 * torch.randn(1, int(seconds * 16000))
+    times = []
+    with torch.inference_mode():
+        model.encode_tokens(waveform)  # warm-up
+        for _ in range(repeats):
+            start = time.perf_counter()
+            features, _ = model.encode_tokens(waveform)
+            times.append(time.perf_counter() - start)
+    return {
+        "config": config_name,
+        "seconds": seconds,
+        "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "tokens": features.shape[1],
+        "median_s": statistics.median(times),
+        "real_time_factor": statistics.median(times) / seconds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_before_model_mb": rss_before_model / 1024,
+        "repeats": repeats,
+        "threads": threads,
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", help="write the results as JSON here")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per case; the median is reported")
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--durations", nargs="+", type=float, default=list(DURATIONS_S), help="input lengths, s")
+    parser.add_argument("--_case", nargs=2, help=argparse.SUPPRESS)  # child mode: CONFIG SECONDS
+    args = parser.parse_args(argv)
+
+    if args._case:
+        print(json.dumps(run_case(args._case[0], float(args._case[1]), args.repeats, args.threads)))
+        return 0
+
+    results = []
+    for name in args.configs:
+        for seconds in args.durations:
+            # Long inputs are slow on the full model: fewer repeats keep the run in minutes.
+            repeats = args.repeats if seconds <= 10 else max(1, min(args.repeats, 3))
+            command = [sys.executable, __file__, "--_case", name, str(seconds)]
+            command += ["--repeats", str(repeats), "--threads", str(args.threads)]
+            child = subprocess.run(command, capture_output=True, text=True, check=False)
+            if child.returncode != 0:
+                print(f"{name} {seconds:g} s failed:\n{child.stderr}", file=sys.stderr)
+                return 1
+            results.append(json.loads(child.stdout.strip().splitlines()[-1]))
+
+    header = f"{'config':8s} {'params':>8s} {'input':>7s} {'tokens':>7s} {'median':>9s} {'RTF':>7s} {'peak RSS':>10s}"
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        print(
+            f"{r['config']:8s} {r['parameters_m']:7.1f}M {r['seconds']:6.0f}s {r['tokens']:7d} "
+            f"{r['median_s']:8.3f}s {r['real_time_factor']:7.4f} {r['peak_rss_mb']:8.0f}MB"
+        )
+    if args.out:
+        meta = {"python": platform.python_version(), "machine": platform.machine(), "threads": args.threads}
+        with open(args.out, "w") as handle:
+            json.dump({"meta": meta, "results": results}, handle, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

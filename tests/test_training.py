@@ -1,0 +1,217 @@
+"""train.py and fuse_hf.training: every stage learns, checkpoints are atomic, resume is exact, DDP keeps ranks equal."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from safetensors.torch import load_file
+
+from fuse_hf.training import STAGES, parse_args, train
+from fuse_hf.training.checkpoint import list_checkpoints, resolve_checkpoint, save_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "tiny"
+
+
+@pytest.fixture(scope="module")
+def toy_corpus(tmp_path_factory):
+    """Generated speech-like tones and noises, split into train and valid folders."""
+    from conftest import speech_like
+
+    root = tmp_path_factory.mktemp("toy-corpus")
+    for split, offset in (("train", 0), ("valid", 100)):
+        for i in range(3):
+            (root / "speech" / split).mkdir(parents=True, exist_ok=True)
+            (root / "noise" / split).mkdir(parents=True, exist_ok=True)
+            sf.write(root / "speech" / split / f"s{i}.wav", speech_like(1.2, seed=offset + i)[0], 16000)
+            noise = np.random.default_rng(offset + i).standard_normal(20000).astype(np.float32) * 0.05
+            sf.write(root / "noise" / split / f"n{i}.wav", noise, 16000)
+    return root
+
+
+def data_flags(root):
+    return [
+        "--speech_dir", str(root / "speech" / "train"), "--noise_dir", str(root / "noise" / "train"),
+        "--valid_speech_dir", str(root / "speech" / "valid"), "--valid_noise_dir", str(root / "noise" / "valid"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def trained_parts(toy_corpus, tmp_path_factory):
+    """A tiny VAE and a tiny pre-trained BEATs, for the diffusion stage (a few steps each)."""
+    out = tmp_path_factory.mktemp("parts")
+    for stage in ("vae", "beats"):
+        args = parse_args([stage, "--config", str(TINY / f"{stage}.yaml"), *data_flags(toy_corpus),
+                           "--output_dir", str(out / stage), "--max_train_steps", "2", "--num_validation_pairs", "1"])
+        train(args, STAGES[stage]())
+    return out / "vae" / "vae", out / "beats" / "conditioner"
+
+
+def stage_args(stage, root, tmp_path, parts=None, extra=()):
+    argv = [stage, "--config", str(TINY / f"{stage}.yaml"), *data_flags(root), "--output_dir", str(tmp_path / stage)]
+    if parts is not None:
+        argv += ["--vae_path", str(parts[0]), "--conditioner_path", str(parts[1])]
+    return parse_args(argv + list(extra))
+
+
+@pytest.mark.parametrize("stage", ["vae", "beats", "diffusion"])
+def test_each_stage_learns_a_fixed_batch(stage, toy_corpus, trained_parts, tmp_path):
+    from accelerate import Accelerator
+
+    torch.manual_seed(0)
+    args = stage_args(stage, toy_corpus, tmp_path, trained_parts if stage == "diffusion" else None)
+    runner = STAGES[stage]()
+    accelerator = Accelerator(cpu=True)
+    model = runner.build(args, accelerator, {})
+    batch = {k: torch.stack([runner.dataset[i][k] for i in range(2)]) for k in ("clean", "noisy")}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    losses = []
+    for _ in range(20):
+        torch.manual_seed(1)  # the same noise, timesteps and masks every step: only the weights change
+        loss, _ = runner.loss(model, batch, accelerator)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.85 * losses[0], f"{stage}: loss {losses[0]:.4f} -> {losses[-1]:.4f}"
+
+
+def _weights(folder: Path):
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_resume_is_exact(toy_corpus, tmp_path):
+    """4 steps straight == 2 steps, then resume `latest`, then 2 more: bit-identical weights, optimizer and EMA."""
+    common = ["--checkpointing_steps", "2", "--validation_steps", "100", "--num_validation_pairs", "1"]
+    straight = stage_args("vae", toy_corpus, tmp_path / "a", extra=common + ["--max_train_steps", "4"])
+    train(straight, STAGES["vae"]())
+    first = stage_args("vae", toy_corpus, tmp_path / "b", extra=common + ["--max_train_steps", "2"])
+    train(first, STAGES["vae"]())
+    second = stage_args("vae", toy_corpus, tmp_path / "b",
+                        extra=common + ["--max_train_steps", "4", "--resume_from_checkpoint", "latest"])
+    result = train(second, STAGES["vae"]())
+    assert result.global_step == 4
+    a = list_checkpoints(tmp_path / "a" / "vae")[-1]
+    b = list_checkpoints(tmp_path / "b" / "vae")[-1]
+    assert a.name == b.name == "checkpoint-4"
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
+    ema_a = torch.load(a / "custom_checkpoint_0.pkl", weights_only=False)  # our own file, written by this test
+    ema_b = torch.load(b / "custom_checkpoint_0.pkl", weights_only=False)
+    assert all(torch.equal(x, y) for x, y in zip(ema_a["shadow_params"], ema_b["shadow_params"]))
+    final_a = load_file(str(tmp_path / "a" / "vae" / "vae" / "diffusion_pytorch_model.safetensors"))
+    final_b = load_file(str(tmp_path / "b" / "vae" / "vae" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+
+
+def test_interrupted_checkpoint_is_never_picked(toy_corpus, tmp_path):
+    from accelerate import Accelerator
+
+    output = tmp_path / "run"
+    accelerator = Accelerator(cpu=True)
+    model = torch.nn.Linear(2, 2)
+    model = accelerator.prepare(model)
+    save_checkpoint(accelerator, output, 2, {"stage": "vae"})
+
+    def crash(path, *args, **kwargs):
+        Path(path).mkdir(parents=True, exist_ok=True)
+        (Path(path) / "model.safetensors").write_bytes(b"half written")
+        raise KeyboardInterrupt("killed while writing")
+
+    accelerator.save_state = crash
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(accelerator, output, 4, {"stage": "vae"})
+    assert [p.name for p in list_checkpoints(output)] == ["checkpoint-2"]
+    assert resolve_checkpoint(output, "latest").name == "checkpoint-2"
+    assert (output / "checkpoints" / ".tmp-checkpoint-4").exists()  # left behind, ignored, replaced next time
+
+
+def test_checkpoint_rotation_keeps_the_last_k(tmp_path):
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=True)
+    accelerator.prepare(torch.nn.Linear(2, 2))
+    for step in (1, 2, 3, 4):
+        save_checkpoint(accelerator, tmp_path, step, {"stage": "vae"}, total_limit=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-3", "checkpoint-4"]
+
+
+def test_diffusion_stage_writes_a_loadable_pipeline_and_card(toy_corpus, trained_parts, tmp_path):
+    from fuse_hf import FUSEPipeline
+
+    args = stage_args("diffusion", toy_corpus, tmp_path, trained_parts, extra=["--max_train_steps", "2"])
+    result = train(args, STAGES["diffusion"]())
+    assert {"si_sdr", "guidance_off_si_sdr", "noisy_si_sdr"} <= set(result.record)
+    folder = tmp_path / "diffusion" / "pipeline"
+    card = (folder / "README.md").read_text()
+    assert "pipeline_tag: audio-to-audio" in card and "model-index" in card
+    pipe = FUSEPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(np.zeros(8000, np.float32) + 0.01, sampling_rate=16000, num_inference_steps=1).audios
+    assert out.shape == (8000,)
+    assert (tmp_path / "diffusion" / "diffusion_curves.png").stat().st_size > 0
+
+
+def test_config_errors_and_help(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("max_train_step: 3\n")
+    with pytest.raises(ValueError, match="unknown option"):
+        parse_args(["vae", "--config", str(bad)])
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    text = capsys.readouterr().out
+    for flag in ("--config", "--output_dir", "--seed", "--max_train_steps", "--train_batch_size", "--learning_rate",
+                 "--gradient_accumulation_steps", "--mixed_precision", "--checkpointing_steps",
+                 "--checkpoints_total_limit", "--resume_from_checkpoint", "--validation_steps", "--report_to",
+                 "--push_to_hub", "--hub_model_id", "--train_data_dir", "--speech_dir", "--noise_dir", "--dataset_name"):
+        assert flag in text
+    args = parse_args(["vae", "--config", str(TINY / "vae.yaml"), "--learning_rate", "0.5"])
+    assert args.learning_rate == 0.5 and args.max_train_steps == 20 and args.vae["latent_channels"] == 4
+
+
+def test_wrong_stage_checkpoint_is_refused(toy_corpus, tmp_path):
+    args = stage_args("vae", toy_corpus, tmp_path, extra=["--max_train_steps", "1"])
+    train(args, STAGES["vae"]())
+    beats = parse_args(["beats", "--config", str(TINY / "beats.yaml"), *data_flags(toy_corpus), "--output_dir",
+                        str(tmp_path / "vae"), "--resume_from_checkpoint", "latest"])
+    with pytest.raises(ValueError, match="own --output_dir"):
+        train(beats, STAGES["beats"]())
+
+
+DDP_SCRIPT = """
+import hashlib, json, os, sys
+import torch
+from fuse_hf.training import STAGES, parse_args, train
+result = train(parse_args(sys.argv[1:]), STAGES["vae"]())
+digest = hashlib.sha256()
+for name, tensor in sorted(result.model.state_dict().items()):
+    digest.update(name.encode()); digest.update(tensor.detach().cpu().numpy().tobytes())
+rank = os.environ["RANK"]
+json.dump({"rank": rank, "digest": digest.hexdigest(), "step": result.global_step},
+          open(os.path.join(os.environ["DIGEST_DIR"], f"rank{rank}.json"), "w"))
+"""
+
+
+def test_two_process_ddp_keeps_ranks_identical(toy_corpus, tmp_path):
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT)
+    env = {**os.environ, "DIGEST_DIR": str(tmp_path), "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+               str(script), "vae", "--config", str(TINY / "vae.yaml"), *data_flags(toy_corpus),
+               "--output_dir", str(tmp_path / "ddp"), "--max_train_steps", "3", "--validation_steps", "100",
+               "--num_validation_pairs", "1"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["step"] == ranks[1]["step"] == 3
+    assert ranks[0]["digest"] == ranks[1]["digest"]
