@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_enhance_parser(subparsers)
     import importlib
 
-    for module_name in ("evaluate", "convert_beats"):
+    for module_name in ("evaluate", "convert_beats", "hub_cli"):
         importlib.import_module(f"fuse_hf.{module_name}").add_parser(subparsers)
     return parser
 

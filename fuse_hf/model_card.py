@@ -52,6 +52,7 @@ def render_model_card(
     model_name: Optional[str] = None,
     datasets: Iterable[str] = (),
     dataset_name: str = "held-out noisy speech",
+    dataset_type: str = "custom",
     description: str = "",
     training_command: str = "accelerate launch train.py diffusion --config configs/fuse-small/diffusion.yaml",
     training_description: str = "Trained with the `fuse-hf` package's `train.py` in three stages (BEATs, VAE, UNet).",
@@ -60,13 +61,22 @@ def render_model_card(
     num_inference_steps: int = 6,
 ):
     """A `huggingface_hub.ModelCard` for a pipeline folder with `pipeline_tag: audio-to-audio` and the metrics
-    as `model-index` results."""
+    as `model-index` results.
+
+    Args:
+        folder: the pipeline folder (its `model_index.json` and weights fill the components table).
+        metrics: mean scores keyed as `fuse_hf.metrics` names them (`pesq`, `estoi`, `si_sdr`, `dnsmos_ovrl`, ...);
+            other keys and NaN are left out.
+        repo_id: the Hub repo the card describes; the usage snippets load it.
+        datasets: Hub dataset ids the model was trained on (card metadata `datasets`).
+        dataset_name, dataset_type: the evaluation set of the `model-index` results.
+    """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     folder = Path(folder)
     metrics = {k: float(v) for k, v in (metrics or {}).items() if k in METRIC_NAMES and v == v}
     eval_results = [
-        EvalResult(task_type="audio-to-audio", task_name="Speech enhancement", dataset_type="custom",
+        EvalResult(task_type="audio-to-audio", task_name="Speech enhancement", dataset_type=dataset_type,
                    dataset_name=dataset_name, metric_type=METRIC_NAMES[k][1], metric_name=METRIC_NAMES[k][0],
                    metric_value=round(v, 4))
         for k, v in metrics.items()
@@ -100,3 +110,56 @@ def write_model_card(folder, metrics: Optional[Dict[str, float]] = None, trainin
     path = Path(folder) / "README.md"
     card.save(str(path))
     return path
+
+
+def card_settings(card_or_path) -> Dict[str, Any]:
+    """What a rendered card records that a re-render must keep: `metrics`, `datasets`, `dataset_name`,
+    `dataset_type` and `license`, read back from its metadata (the `model-index` results included).
+
+    Used when a folder is pushed to another repo: the card is rendered again for the new repo id with the same
+    measured results. Accepts a `ModelCard` or the path of a README.md; an unreadable card gives `{}`.
+    """
+    from huggingface_hub import ModelCard
+
+    card = card_or_path
+    if not isinstance(card, ModelCard):
+        try:
+            card = ModelCard.load(str(card_or_path), ignore_metadata_errors=True)
+        except Exception:  # a hand-written README without front matter: nothing to keep
+            return {}
+    names = {label: key for key, (label, _) in METRIC_NAMES.items()}
+    settings: Dict[str, Any] = {}
+    metrics = {}
+    for result in card.data.eval_results or []:
+        key = names.get(result.metric_name) or (result.metric_type if result.metric_type in METRIC_NAMES else None)
+        if key is not None:
+            metrics[key] = float(result.metric_value)
+            settings["dataset_name"] = result.dataset_name
+            settings["dataset_type"] = result.dataset_type
+    if metrics:
+        settings["metrics"] = metrics
+    if card.data.datasets:
+        settings["datasets"] = [card.data.datasets] if isinstance(card.data.datasets, str) else list(card.data.datasets)
+    if card.data.license:
+        settings["license"] = card.data.license
+    return settings
+
+
+def load_metrics(path) -> Dict[str, float]:
+    """Mean metrics from a JSON file: a `fuse-hf evaluate --out` report (its `"mean"`) or a flat `{name: value}`.
+
+    Raises:
+        ValueError: the file is missing, not JSON, or holds no known metric.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such metrics file.") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err.msg}).") from None
+    values = data.get("mean", data) if isinstance(data, dict) else {}
+    metrics = {k: float(v) for k, v in values.items() if k in METRIC_NAMES and isinstance(v, (int, float))}
+    if not metrics:
+        raise ValueError(f"{path}: holds none of the metrics {', '.join(METRIC_NAMES)} (flat or under \"mean\").")
+    return metrics

@@ -30,9 +30,9 @@ echo "phase 1: beats + vae (complex) + vae (magnitude), $MINUTES_1 min each, $(d
 "$PY" train.py beats --config "$CONFIGS/beats.yaml" "${DATA[@]}" "${COMMON[@]}" --output_dir "$RUNS/beats" \
   --max_train_minutes "$MINUTES_1" --validation_steps 1000 > "$LOGS/beats.log" 2>&1 &
 "$PY" train.py vae --config "$CONFIGS/vae.yaml" "${DATA[@]}" "${COMMON[@]}" --output_dir "$RUNS/vae-complex" \
-  --representation complex --max_train_minutes "$MINUTES_1" --validation_steps 1000 > "$LOGS/vae-complex.log" 2>&1 &
+  --representation complex --max_train_minutes "$MINUTES_1" --validation_steps 500 > "$LOGS/vae-complex.log" 2>&1 &
 "$PY" train.py vae --config "$CONFIGS/vae.yaml" "${DATA[@]}" "${COMMON[@]}" --output_dir "$RUNS/vae-magnitude" \
-  --representation magnitude --max_train_minutes "$MINUTES_1" --validation_steps 1000 > "$LOGS/vae-magnitude.log" 2>&1 &
+  --representation magnitude --max_train_minutes "$MINUTES_1" --validation_steps 500 > "$LOGS/vae-magnitude.log" 2>&1 &
 wait
 tail -n 3 "$LOGS"/*.log
 
@@ -69,6 +69,7 @@ PYEOF
   fi
 }
 trap pack_results EXIT
+trap 'exit 143' TERM INT
 
 if [ -z "$BEST" ] || [ ! -f "$RUNS/beats/conditioner/config.json" ]; then
   echo "phase 1 failed: no VAE or no BEATs"; exit 1

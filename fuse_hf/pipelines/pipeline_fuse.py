@@ -126,6 +126,16 @@ class FUSEPipeline(DiffusionPipeline):
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ValueError(f"{folder}: the weights do not match the model configs ({first}).") from err
 
+    def push_to_hub(self, repo_id: str, commit_message: Optional[str] = None, private: Optional[bool] = None,
+                    token: Optional[str] = None, create_pr: bool = False, **kwargs) -> str:
+        """Uploads the pipeline to the Hub as one commit: weights, configs, a model card (`metrics=`, `datasets=`,
+        ...) and the Hub remote code that `DiffusionPipeline.from_pretrained(repo_id, trust_remote_code=True)`
+        loads. See [`fuse_hf.hub.push_pipeline_to_hub`]. Returns the commit URL."""
+        from ..hub import push_pipeline_to_hub
+
+        return push_pipeline_to_hub(self, repo_id, commit_message=commit_message, private=private, token=token,
+                                    create_pr=create_pr, **kwargs)
+
     # ------------------------------------------------------------------------------------------ helpers
 
     @property
@@ -383,7 +393,7 @@ class FUSEPipeline(DiffusionPipeline):
                 frames = spec.shape[-1]
                 spec = pad_frames(spec, self.frame_multiple).to(dtype)
                 noisy_latents = self.vae.encode_to_latents(spec)
-                hidden, attention_mask = self.encode_condition(waveform, padding if padding.any() else None)
+                hidden, attention_mask = self.encode_condition(waveform, self._token_padding(padding))
 
                 # 5. Denoise, starting from each window's slice of its clip's noise field
                 init = torch.stack(
@@ -418,6 +428,16 @@ class FUSEPipeline(DiffusionPipeline):
         if not return_dict:
             return (audios, rates)
         return FUSEPipelineOutput(audios=audios, sampling_rate=rates)
+
+    @staticmethod
+    def _token_padding(padding: torch.Tensor) -> Optional[torch.Tensor]:
+        """The sample padding mask for BEATs, or None. A window whose audio does not fill one BEATs patch row
+        (160 ms) is passed unmasked: masking every token of a row would leave attention nothing to attend to."""
+        if not padding.any():
+            return None
+        padding = padding.clone()
+        padding[(~padding).sum(dim=1) < 2 * 2560] = False
+        return padding if padding.any() else None
 
     @staticmethod
     def _gather_windows(clips: List[_Clip], batch, window: int):

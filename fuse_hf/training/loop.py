@@ -170,6 +170,8 @@ def train(args, stage) -> TrainingResult:
     global_step = 0
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
+        if ema is not None:
+            ema.to(accelerator.device)  # EMAModel.load_state_dict leaves its shadow weights on the CPU
         global_step = int(resumed_state["global_step"])
         accelerator.print(f"Resumed from {checkpoint} at step {global_step}.")
     elif args.resume_from_checkpoint:

@@ -79,11 +79,14 @@ class Stage:
         return {}
 
     def push_to_hub(self, final_dir: Path, args) -> None:
-        from ..hub import push_folder_to_hub
+        from ..hub import push_folder_to_hub, push_pipeline_folder
 
         if not args.hub_model_id:
             raise ValueError("--push_to_hub needs --hub_model_id user/name.")
-        push_folder_to_hub(final_dir, args.hub_model_id, token=args.hub_token)
+        if (final_dir / "model_index.json").is_file():  # a pipeline: card for this repo + remote code
+            push_pipeline_folder(final_dir, args.hub_model_id, token=args.hub_token)
+        else:
+            push_folder_to_hub(final_dir, args.hub_model_id, token=args.hub_token)
 
 
 # ------------------------------------------------------------------------------------------------ vae
@@ -239,7 +242,8 @@ class VAETrainingModule(torch.nn.Module):
 
 def _log_magnitude(spec: torch.Tensor) -> torch.Tensor:
     """Log magnitude of a normalised spectrogram: complex `(B, 2, F, T)` or magnitude `(B, 1, F, T)`."""
-    magnitude = spec.pow(2).sum(dim=1).sqrt() if spec.shape[1] == 2 else spec[:, 0].abs()
+    # The epsilon inside the root keeps its gradient finite where both channels are zero (NaN otherwise).
+    magnitude = (spec.pow(2).sum(dim=1) + 1e-8).sqrt() if spec.shape[1] == 2 else spec[:, 0].abs()
     return torch.log(magnitude + 1e-3)
 
 
