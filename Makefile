@@ -38,3 +38,24 @@ bench: install-test
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache build dist *.egg-info
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rebuild the bundled model from the corpus on this CPU (resumable: run it again to continue where it stopped).
+CORPUS ?= $(HOME)/.cache/fuse-corpus
+CORPUS_SCRIPT ?= ../shared/corpus/build_corpus.sh
+RUNS ?= $(HOME)/.cache/fuse-hf/runs/fuse-small
+TRAIN_FLAGS ?=
+LAUNCH := $(VENV)/bin/accelerate launch --cpu --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no
+DATA := --speech_dir $(CORPUS)/speech/train --noise_dir $(CORPUS)/noise/train \
+        --valid_speech_dir $(CORPUS)/speech/valid --valid_noise_dir $(CORPUS)/noise/valid --resume_from_checkpoint latest
+
+$(CORPUS)/manifest.csv:
+	bash $(CORPUS_SCRIPT) $(CORPUS)
+
+train-small: install-test $(CORPUS)/manifest.csv
+	$(LAUNCH) train.py beats --config configs/fuse-small/beats.yaml $(DATA) --output_dir $(RUNS)/beats $(TRAIN_FLAGS)
+	$(LAUNCH) train.py vae --config configs/fuse-small/vae.yaml $(DATA) --output_dir $(RUNS)/vae $(TRAIN_FLAGS)
+	$(LAUNCH) train.py diffusion --config configs/fuse-small/diffusion.yaml $(DATA) --output_dir $(RUNS)/diffusion \
+	  --vae_path $(RUNS)/vae/vae --conditioner_path $(RUNS)/beats/conditioner $(TRAIN_FLAGS)
+	rm -rf pipelines/fuse-small && cp -r $(RUNS)/diffusion/pipeline pipelines/fuse-small
+	@echo "fuse-small rebuilt in pipelines/fuse-small; run benchmarks/bench_quality.py to measure it"

@@ -267,14 +267,34 @@ def _validate(accelerator, stage, model, ema, params, step: int, history_file: P
             if cuda_state is not None:
                 torch.cuda.set_rng_state_all(cuda_state)
             unwrapped.train()
+        figure = record.pop("figure", None)
         scalars = {f"valid/{k}": v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
         accelerator.log(scalars, step=step)
+        if figure is not None:
+            _log_figure(accelerator, figure, step)
         with open(history_file, "a") as handle:
             handle.write(json.dumps(record) + "\n")
         summary = ", ".join(f"{k} {v:.3f}" for k, v in record.items() if isinstance(v, float) and math.isfinite(v))
         accelerator.print(f"step {step}: {summary}")
     accelerator.wait_for_everyone()
     return record
+
+
+def _log_figure(accelerator, path, step: int) -> None:
+    """Sends a validation PNG to the trackers that take images (TensorBoard, wandb)."""
+    for tracker in accelerator.trackers:
+        try:
+            if tracker.name == "tensorboard":
+                import matplotlib.image
+
+                image = matplotlib.image.imread(str(path))[..., :3]
+                tracker.writer.add_image("valid/spectrograms", image, step, dataformats="HWC")
+            elif tracker.name == "wandb":
+                import wandb
+
+                tracker.log({"valid/spectrograms": wandb.Image(str(path))}, step=step)
+        except Exception as err:  # a tracker failing to take an image must not stop training
+            logger.warning(f"could not log {path} to {tracker.name}: {err}")
 
 
 def read_history(output_dir) -> List[Dict[str, Any]]:

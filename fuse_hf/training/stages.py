@@ -186,19 +186,19 @@ class VAEStage(Stage):
         from ..metrics import compute_metrics
         from ..plotting import plot_spectrograms
 
-        clean_rows, noisy_rows = [], []
+        clean_rows, noisy_rows, figure = [], [], None
         for k, pair in enumerate(self.pairs):
             clean_rt = self.round_trip(model, pair["clean"])
             noisy_rt = self.round_trip(model, pair["noisy"])
             clean_rows.append(compute_metrics(pair["clean"], clean_rt, SAMPLE_RATE, _metric_names(self.args)))
             noisy_rows.append(compute_metrics(pair["noisy"], noisy_rt, SAMPLE_RATE, ("si_sdr",)))
             if k == 0:
-                plot_spectrograms(
+                figure = plot_spectrograms(
                     {"clean": pair["clean"], "VAE round trip": clean_rt, "noisy": pair["noisy"], "noisy round trip": noisy_rt},
                     SAMPLE_RATE, Path(self.args.output_dir) / "figures" / f"vae_step{step:07d}.png",
                     title=f"VAE ({self.representation}) at step {step}",
                 )
-        return {**mean_metrics(clean_rows), **mean_metrics(noisy_rows, prefix="noisy_")}
+        return {**mean_metrics(clean_rows), **mean_metrics(noisy_rows, prefix="noisy_"), "figure": figure}
 
     def save_final(self, model, args, record):
         from ..plotting import plot_curves
@@ -329,7 +329,7 @@ class DiffusionStage(Stage):
         from ..plotting import plot_spectrograms
 
         pipe = self.pipeline(model)
-        rows, rows_off = [], []
+        rows, rows_off, figure = [], [], None
         for k, pair in enumerate(self.pairs):
             gen = torch.Generator().manual_seed(k)
             out = pipe(pair["noisy"], sampling_rate=SAMPLE_RATE, num_inference_steps=self.args.num_inference_steps,
@@ -339,11 +339,12 @@ class DiffusionStage(Stage):
                        generator=torch.Generator().manual_seed(k), guidance_scale=0.0).audios
             rows_off.append(compute_metrics(pair["clean"], off, SAMPLE_RATE, ("si_sdr",)))
             if k == 0:
-                plot_spectrograms({"noisy": pair["noisy"], "enhanced": out, "clean": pair["clean"]}, SAMPLE_RATE,
+                figure = plot_spectrograms({"noisy": pair["noisy"], "enhanced": out, "clean": pair["clean"]}, SAMPLE_RATE,
                                   Path(self.args.output_dir) / "figures" / f"diffusion_step{step:07d}.png",
                                   title=f"FUSE at step {step}, {self.args.num_inference_steps} steps")
         noisy = [compute_metrics(p["clean"], p["noisy"], SAMPLE_RATE, ("si_sdr",)) for p in self.pairs]
-        return {**mean_metrics(rows), **mean_metrics(rows_off, "guidance_off_"), **mean_metrics(noisy, "noisy_")}
+        return {**mean_metrics(rows), **mean_metrics(rows_off, "guidance_off_"), **mean_metrics(noisy, "noisy_"),
+                "figure": figure}
 
     def save_final(self, model, args, record):
         from ..model_card import write_model_card
