@@ -108,6 +108,8 @@ def add_enhance_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
     parser.add_argument("--atten-lim-db", type=float, default=None,
                         help="remove at most this many dB of noise by mixing the input back (default: no limit)")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                        help="VAE/UNet arithmetic: auto = bf16 autocast where the CPU or GPU has native bf16")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.set_defaults(func=run_enhance)
     return parser
@@ -127,6 +129,7 @@ def run_enhance(args) -> int:
         state = _distributed_state()
         device = args.device or (str(state.device) if state is not None else None)
         pipe = load_pipeline(args.model, device)
+        pipe.set_precision(args.precision)
     except ValueError as err:
         return _error(str(err))
 

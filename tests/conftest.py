@@ -8,6 +8,8 @@ import torch
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Exactness tests compare outputs bit for bit: run pipelines in fp32 unless a test asks for bf16 itself.
+os.environ["FUSE_HF_PRECISION"] = "fp32"
 torch.set_num_threads(2)
 
 # Latent width of the test pipelines: 16 latent frames = 64 STFT frames = a window of 0.5 s at 16 kHz,

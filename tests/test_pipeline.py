@@ -241,3 +241,16 @@ def test_repo_id_loads_from_offline_cache(tiny_pipeline_dir, tmp_path, monkeypat
     np.testing.assert_array_equal(run(pipe, audio, sampling_rate=16000).audios, run(reference, audio, sampling_rate=16000).audios)
     with pytest.raises(ValueError, match="not in the Hugging Face cache"):
         FUSEPipeline.from_pretrained("someone/not-cached", cache_dir=tmp_path / "cache")
+
+
+def test_bf16_autocast_stays_close_to_fp32(tiny_pipeline_dir, make_speech):
+    pipe = FUSEPipeline.from_pretrained(tiny_pipeline_dir)
+    pipe.set_progress_bar_config(disable=True)
+    audio = make_speech(1.0)[0]
+    reference = run(pipe, audio, sampling_rate=16000, num_inference_steps=2).audios
+    pipe.set_precision("bf16")
+    fast = run(pipe, audio, sampling_rate=16000, num_inference_steps=2).audios
+    snr = 10 * np.log10(np.sum(reference**2) / np.sum((reference - fast) ** 2))
+    assert 10 < snr < 200, f"bf16 output {snr:.1f} dB from fp32"
+    with pytest.raises(ValueError, match="precision"):
+        pipe.set_precision("fp8")

@@ -4,6 +4,11 @@ Inputs (the run's own files, not in the repository): ``RUN1`` = phase 1 (beats/,
 step 1510, logs/*.log) and ``RUN2`` = phase 2 (diffusion/ resumed to 2983, logs/diffusion2.log). Also prints
 the numbers docs/training/README.md quotes (steps, wall minutes, final figures) as JSON.
 
+The diffusion validation logged the noisy input's SI-SDR only; with ``--corpus`` the script rebuilds the same 8
+validation pairs (``make_validation_pairs`` of the valid splits, 65280 samples, seed 1, as
+scripts/train_small_gpu.sh ran it) and scores the noisy input with ESTOI and PESQ-WB as well, checking that its
+SI-SDR equals the logged one.
+
     python docs/training/make_curves.py --run1 /tmp/gpu1 --run2 /tmp/gpu2 --out docs/training/curves.png
 """
 
@@ -54,7 +59,22 @@ def smooth(values: np.ndarray, window: int = 50) -> np.ndarray:
     return (cumulative[idx] - cumulative[lo]) / (idx - lo)
 
 
-def plot(run1: Path, run2: Path, out: Path) -> Dict:
+def noisy_baseline(corpus: Path, logged_si_sdr: float, n: int = 8, samples: int = 65280, seed: int = 1) -> Dict:
+    """Scores the noisy inputs of the diffusion stage's validation pairs (mean PESQ-WB, ESTOI, SI-SDR)."""
+    from fuse_hf.data import list_audio_files, make_validation_pairs
+    from fuse_hf.metrics import compute_metrics
+
+    pairs = make_validation_pairs(list_audio_files(corpus / "speech" / "valid"),
+                                  list_audio_files(corpus / "noise" / "valid"), n, samples, seed=seed)
+    rows = [compute_metrics(p["clean"], p["noisy"], 16000, ("pesq", "estoi", "si_sdr")) for p in pairs]
+    out = {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
+    if abs(out["si_sdr"] - logged_si_sdr) > 0.01:
+        raise ValueError(f"noisy baseline: SI-SDR {out['si_sdr']:.3f} dB, but the run logged {logged_si_sdr:.3f} dB. "
+                         "These are not the run's validation pairs (other corpus, seed or length?).")
+    return out
+
+
+def plot(run1: Path, run2: Path, out: Path, corpus: Path = None, probe: Path = None) -> Dict:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -69,6 +89,7 @@ def plot(run1: Path, run2: Path, out: Path) -> Dict:
     vae_hist = read_history(run1 / "vae-magnitude" / "validation_history.jsonl")
     beats_hist = read_history(run1 / "beats" / "validation_history.jsonl")
     diff_hist = read_history(run2 / "diffusion" / "validation_history.jsonl")
+    noisy = noisy_baseline(corpus, diff_hist[-1]["noisy_si_sdr"]) if corpus else None
     diff_step = np.concatenate([logs["diffusion1"]["step"], logs["diffusion2"]["step"]])
     diff_loss = np.concatenate([logs["diffusion1"]["loss"], logs["diffusion2"]["loss"]])
 
@@ -113,6 +134,10 @@ def plot(run1: Path, run2: Path, out: Path) -> Dict:
     train_acc = logs["beats"]["accuracy"]
     ax.plot(logs["beats"]["step"], smooth(train_acc, 200), color="C3", alpha=0.4, label="train (mean of 200)")
     ax.axhline(1 / 1024, color="0.5", ls=":", lw=1, label="chance 1/1024")
+    if probe is not None and probe.is_file():
+        # From benchmarks/bench_beats_probe.py: the tokenizer's commonest token on valid mixtures.
+        frequent = json.loads(probe.read_text())["masked_token_accuracy"]["most_frequent_token"]
+        ax.axhline(frequent, color="0.3", ls="--", lw=1, label=f"always the commonest token ({frequent:.2f})")
     ax.set(title="BEATs masked-token accuracy (1024 tokens, 75% masked)", xlabel="step", ylabel="accuracy",
            ylim=(0, 0.5))
     ax.grid(alpha=0.3)
@@ -128,9 +153,11 @@ def plot(run1: Path, run2: Path, out: Path) -> Dict:
            xlim=(0, steps[-1] * 1.1), ylim=(-2, 8))
     twin = ax.twinx()
     twin.plot(steps, [h["estoi"] for h in diff_hist], "s-", color="C2", label="ESTOI")
+    if noisy:
+        twin.axhline(noisy["estoi"], color="C2", ls=":", label="noisy input ESTOI")
     twin.set(ylabel="ESTOI", ylim=(0, 0.6))
     handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-    ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="lower left")
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="center left", bbox_to_anchor=(0.0, 0.36), ncol=2)
     ax.grid(alpha=0.3)
 
     fig.tight_layout()
@@ -145,7 +172,7 @@ def plot(run1: Path, run2: Path, out: Path) -> Dict:
         name: {"last_step": int(log["step"][-1]), "wall_min": round(log["elapsed_s"] / 60, 2),
                "first_loss": float(log["loss"][0]), "loss_last_100_mean": round(tail_mean(log), 4)}
         for name, log in logs.items()
-    } | {"vae_history": vae_hist, "beats_history": beats_hist, "diffusion_history": diff_hist}
+    } | {"diffusion_noisy_input": noisy, "vae_history": vae_hist, "beats_history": beats_hist, "diffusion_history": diff_hist}
 
 
 def main(argv=None) -> int:
@@ -153,8 +180,13 @@ def main(argv=None) -> int:
     parser.add_argument("--run1", default="/tmp/gpu1")
     parser.add_argument("--run2", default="/tmp/gpu2")
     parser.add_argument("--out", default="docs/training/curves.png")
+    parser.add_argument("--probe", default="benchmarks/results/beats_probe.json",
+                        help="bench_beats_probe.py output, for the commonest-token reference (optional)")
+    parser.add_argument("--corpus", default=str(Path("~/.cache/fuse-corpus").expanduser()),
+                        help="to score the noisy inputs of the diffusion validation pairs; '' to skip")
     args = parser.parse_args(argv)
-    summary = plot(Path(args.run1), Path(args.run2), Path(args.out))
+    summary = plot(Path(args.run1), Path(args.run2), Path(args.out), Path(args.corpus) if args.corpus else None,
+                   Path(args.probe))
     print(json.dumps(summary, indent=1))
     return 0
 
