@@ -45,6 +45,7 @@ CORPUS ?= $(HOME)/.cache/fuse-corpus
 CORPUS_SCRIPT ?= ../shared/corpus/build_corpus.sh
 RUNS ?= $(HOME)/.cache/fuse-hf/runs/fuse-small
 TRAIN_FLAGS ?=
+SMALL_DIR ?= pipelines/fuse-small
 LAUNCH := $(VENV)/bin/accelerate launch --cpu --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no
 DATA := --speech_dir $(CORPUS)/speech/train --noise_dir $(CORPUS)/noise/train \
         --valid_speech_dir $(CORPUS)/speech/valid --valid_noise_dir $(CORPUS)/noise/valid --resume_from_checkpoint latest
@@ -57,5 +58,5 @@ train-small: install-test $(CORPUS)/manifest.csv
 	$(LAUNCH) train.py vae --config configs/fuse-small/vae.yaml $(DATA) --output_dir $(RUNS)/vae $(TRAIN_FLAGS)
 	$(LAUNCH) train.py diffusion --config configs/fuse-small/diffusion.yaml $(DATA) --output_dir $(RUNS)/diffusion \
 	  --vae_path $(RUNS)/vae/vae --conditioner_path $(RUNS)/beats/conditioner $(TRAIN_FLAGS)
-	rm -rf pipelines/fuse-small && cp -r $(RUNS)/diffusion/pipeline pipelines/fuse-small
-	@echo "fuse-small rebuilt in pipelines/fuse-small; run benchmarks/bench_quality.py to measure it"
+	rm -rf $(SMALL_DIR) && cp -r $(RUNS)/diffusion/pipeline $(SMALL_DIR)
+	@echo "fuse-small rebuilt in $(SMALL_DIR); run benchmarks/bench_quality.py --model $(SMALL_DIR) to measure it"

@@ -16,7 +16,7 @@ its timings are those of a trained model of the same sizes, its output is not sp
 
 Usage:
     python benchmarks/bench_inference.py                                  # 4 s, 60 s, 10 min x 1, 6, 25 steps
-    python benchmarks/bench_inference.py --durations 4 60 --steps 1 6 --repeats 3 --out /tmp/inference.json
+    python benchmarks/bench_inference.py --model random --durations 4 60 --steps 1 6 --out /tmp/inference.json
     python benchmarks/bench_inference.py --model pipelines/fuse-small --device cuda
 """
 
@@ -83,7 +83,7 @@ def load_pipeline(model: Optional[str], seed: int):
     from fuse_hf.hub import bundled_model_path
     from fuse_hf.pipelines.pipeline_fuse import FUSEPipeline
 
-    folder = model or bundled_model_path()
+    folder = None if model == "random" else (model or bundled_model_path())
     if folder is not None:
         return FUSEPipeline.from_pretrained(str(folder)), dict(source=str(folder), random_weights=False)
     from fuse_hf.factory import make_pipeline
@@ -92,6 +92,16 @@ def load_pipeline(model: Optional[str], seed: int):
                          latent_frames=RANDOM_LATENT_FRAMES, seed=seed)
     return pipe, dict(source="random", random_weights=True, label=RANDOM_LABEL,
                       vae=RANDOM_VAE, unet=RANDOM_UNET, conditioner=RANDOM_BEATS, latent_frames=RANDOM_LATENT_FRAMES)
+
+
+def resolved_precision(pipe, device: str) -> str:
+    """"fp32" or "bf16": what the pipeline's autocast really does on this device (older pipelines: fp32)."""
+    import torch
+
+    if not hasattr(pipe, "_autocast"):
+        return "fp32"
+    context = pipe._autocast(torch.device(device))
+    return "bf16" if isinstance(context, torch.autocast) else "fp32"
 
 
 def current_rss_mb() -> float:
@@ -110,6 +120,8 @@ def run_case(spec: Dict[str, Any]) -> Dict[str, Any]:
     pipe, model_info = load_pipeline(spec["model"], spec["seed"])
     pipe.to(spec["device"])
     pipe.set_progress_bar_config(disable=True)
+    if hasattr(pipe, "set_precision"):
+        pipe.set_precision(spec.get("precision", "auto"))
     if spec.get("vae_slicing"):
         pipe.vae.enable_slicing()  # encode/decode the batch's windows one at a time
     load_s = time.perf_counter() - started
@@ -155,6 +167,7 @@ def run_case(spec: Dict[str, Any]) -> Dict[str, Any]:
         load_s=load_s,
         params=params,
         model=model_info,
+        precision=resolved_precision(pipe, spec["device"]),
         output_finite=bool(__import__("numpy").isfinite(enhanced).all()),
     )
 
@@ -212,7 +225,7 @@ def print_row(case: Dict[str, Any]) -> None:
         print(f"{head} {case['error']}", flush=True)
         return
     print(
-        f"{head} {case['windows']:>7} | {case['repeats']:>3} | {case['wall_s']:>9.2f} | {case['rtf']:>6.3f} | "
+        f"{head} {case['precision']:>4} | {case['windows']:>7} | {case['repeats']:>3} | {case['wall_s']:>9.2f} | {case['rtf']:>6.3f} | "
         f"{case['rss_after_load_mb']:>10.0f} | {case['peak_rss_mb']:>8.0f} |",
         flush=True,
     )
@@ -224,12 +237,15 @@ def parse_args(argv=None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--model", default=None,
-                        help="pipeline folder (default: the bundled model, else RANDOM weights with opt sizes)")
+                        help="pipeline folder, or `random` for RANDOM weights with the opt sizes "
+                             "(default: the bundled model, else random)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads per case")
     parser.add_argument("--durations", type=float, nargs="+", default=[4.0, 60.0, 600.0], help="input seconds")
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 6, 25], help="DDIM steps")
     parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
     parser.add_argument("--device", default="cpu", help="torch device")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                        help="VAE/UNet arithmetic (FUSEPipeline.set_precision): auto = bf16 where the hardware has it")
     parser.add_argument("--vae-slicing", action="store_true",
                         help="VAE encodes/decodes one window at a time (lower peak memory; the UNet still batches)")
     parser.add_argument("--repeats", type=int, default=3,
@@ -249,26 +265,26 @@ def main(argv=None) -> int:
         return 0
 
     model = args.model
-    if model is not None and not Path(model).is_dir():
+    if model not in (None, "random") and not Path(model).is_dir():
         print(f"bench_inference: error: --model {model}: no such folder.", file=sys.stderr)
         return 1
     machine = machine_info()
     results: Dict[str, Any] = dict(
         benchmark="inference", machine=machine, command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         settings=dict(threads=args.threads, batch_size=args.batch_size, device=args.device, repeats=args.repeats,
-                      vae_slicing=args.vae_slicing,
+                      vae_slicing=args.vae_slicing, precision=args.precision,
                       sampling_rate=args.sampling_rate, seed=args.seed),
         cases=[],
     )
     print(f"machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, "
           f"load average {machine['load_average_start'][0]:.1f}; {args.threads} threads, batch {args.batch_size}, "
-          f"device {args.device}{', VAE slicing' if args.vae_slicing else ''}")
+          f"device {args.device}, precision {args.precision}{', VAE slicing' if args.vae_slicing else ''}")
     header_printed = False
     for duration in sorted(args.durations):
         for steps in sorted(args.steps):
             spec = dict(model=model, duration_s=duration, steps=steps, threads=args.threads, device=args.device,
                         batch_size=args.batch_size, sampling_rate=args.sampling_rate, seed=args.seed,
-                        vae_slicing=args.vae_slicing,
+                        vae_slicing=args.vae_slicing, precision=args.precision,
                         repeats=1 if duration >= LONG_INPUT_S else args.repeats)
             case = spawn(spec, args.case_timeout)
             if not header_printed and "model" in case:
@@ -276,8 +292,8 @@ def main(argv=None) -> int:
                 name = info["label"] if info["random_weights"] else info["source"]
                 params = ", ".join(f"{k} {v / 1e6:.1f} M" for k, v in case["params"].items())
                 print(f"model: {name}\nparameters: {params}; windows of {case['window_s']:.2f} s\n")
-                print("| input    | steps | windows | rep |    wall s |    RTF | RSS load MB | peak MB |")
-                print("|---------:|------:|--------:|----:|----------:|-------:|------------:|--------:|")
+                print("| input    | steps | prec | windows | rep |    wall s |    RTF | RSS load MB | peak MB |")
+                print("|---------:|------:|-----:|--------:|----:|----------:|-------:|------------:|--------:|")
                 header_printed = True
                 results["model"] = dict(info, params=case["params"], window_s=case["window_s"])
             case.pop("model", None)

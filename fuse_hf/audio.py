@@ -85,7 +85,11 @@ def audio_info(path: str | os.PathLike) -> Tuple[int, int, str]:
     """Returns `(sampling_rate, channels, subtype)` of a file without decoding it."""
     import soundfile as sf
 
-    info = sf.info(os.fspath(path))
+    try:
+        info = sf.info(os.fspath(path))
+    except Exception as err:  # LibsndfileError (a RuntimeError) for corrupted or unknown files
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"{os.fspath(path)}: cannot be read as audio ({reason}).") from None
     return int(info.samplerate), int(info.channels), info.subtype
 
 

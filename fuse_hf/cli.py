@@ -45,10 +45,28 @@ def collect_inputs(inputs: Sequence[str]) -> List[Tuple[Path, Path]]:
             found = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
             if not found:
                 raise ValueError(f"{item}: pattern matches no files.")
-            pairs += [(p, Path(p.name)) for p in found]
+            root = _glob_root(item)
+            pairs += [(p, p.relative_to(root) if p.is_relative_to(root) else Path(p.name)) for p in found]
         else:
             raise ValueError(f"{item}: no such file or folder.")
+    seen = {}
+    for source, relative in pairs:
+        if relative in seen and seen[relative] != source.resolve():
+            raise ValueError(
+                f"{seen[relative]} and {source} would both be written to {relative}: pass their folder instead "
+                "so the tree is mirrored, or enhance them in separate runs."
+            )
+        seen[relative] = source.resolve()
     return pairs
+
+
+def _glob_root(pattern: str) -> Path:
+    """The folder before a pattern's first wildcard (`a/b/**/*.wav` -> `a/b`): outputs mirror the tree below it."""
+    parts = Path(pattern).parts
+    for index, part in enumerate(parts):
+        if glob.has_magic(part):
+            return Path(*parts[:index]) if index else Path(".")
+    return Path(pattern).parent
 
 
 def load_pipeline(model: Optional[str], device: Optional[str] = None):
@@ -108,8 +126,9 @@ def add_enhance_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
     parser.add_argument("--atten-lim-db", type=float, default=None,
                         help="remove at most this many dB of noise by mixing the input back (default: no limit)")
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                        help="VAE/UNet arithmetic: auto = bf16 autocast where the CPU or GPU has native bf16")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
+                        help="VAE/UNet arithmetic: auto = bf16 autocast where the CPU or GPU has native bf16 "
+                             "(default: auto, or the FUSE_HF_PRECISION environment variable)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.set_defaults(func=run_enhance)
     return parser
@@ -126,10 +145,11 @@ def run_enhance(args) -> int:
             raise ValueError(f"--steps must be at least 1, got {args.steps}.")
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}.")
-        state = _distributed_state()
+        state = _distributed_state(args.device)
         device = args.device or (str(state.device) if state is not None else None)
         pipe = load_pipeline(args.model, device)
-        pipe.set_precision(args.precision)
+        if args.precision is not None:
+            pipe.set_precision(args.precision)
     except ValueError as err:
         return _error(str(err))
 
@@ -182,13 +202,22 @@ def _write_like_input(save_audio, target: Path, audio, sampling_rate: int, subty
         save_audio(target, audio, sampling_rate)
 
 
-def _distributed_state():
+def _distributed_state(device: Optional[str] = None):
     """accelerate's PartialState when launched with several processes (else None, to start fast)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
+    import torch
     from accelerate import PartialState
 
-    return PartialState(cpu=os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes"))
+    # Without `cpu=True` on a machine without a GPU, PartialState finds no backend and reports one process, so
+    # every rank would enhance and write every file. (`accelerate launch --cpu` starts a single process; several
+    # CPU processes come from torchrun or `accelerate launch --multi_gpu`, which do not set ACCELERATE_USE_CPU.)
+    cpu = (
+        os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+        or (device is not None and torch.device(device).type == "cpu")
+        or not torch.cuda.is_available()
+    )
+    return PartialState(cpu=cpu)
 
 
 # --------------------------------------------------------------------------------------------- main
