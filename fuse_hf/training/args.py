@@ -56,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="autocast precision (bf16 also works on CPU)")
     g.add_argument("--use_ema", action=argparse.BooleanOptionalAction, default=True,
                    help="keep an exponential moving average of the weights; the final model uses it")
-    g.add_argument("--ema_decay", type=float, default=0.999)
+    g.add_argument("--ema_decay", type=float, default=0.999, help="the EMA decay reached after its warm-up")
+    g.add_argument("--ema_power", type=float, default=2 / 3,
+                   help="EMA warm-up: decay = min(ema_decay, 1 - (1 + step) ** -ema_power); 0 disables the warm-up")
     g.add_argument("--allow_tf32", action="store_true", help="TF32 matmuls on Ampere+ GPUs")
 
     g = parser.add_argument_group("checkpoints and validation")
