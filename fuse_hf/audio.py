@@ -225,27 +225,57 @@ def pad_frames(spec: torch.Tensor, multiple: int) -> torch.Tensor:
 # --------------------------------------------------------------------------------- windows for long audio
 
 
-def window_starts(num_samples: int, window: int, stride: int) -> list[int]:
-    """Start samples of windows of `window` samples every `stride` samples that cover `num_samples`."""
+def window_starts(num_samples: int, window: int, stride: int, align: int = 1) -> list[int]:
+    """Start samples of windows of `window` samples that cover `num_samples`.
+
+    Windows start every `stride` samples; the last one is moved back so that it ends at the signal's end (rounded
+    up to a multiple of `align`), rather than running past it into padding: a model that never saw digital
+    silence in training should not be asked to enhance half a window of it.
+    """
     if num_samples <= window:
         return [0]
-    count = int(math.ceil((num_samples - window) / stride)) + 1
-    return [i * stride for i in range(count)]
+    starts = list(range(0, num_samples - window, stride))
+    last = int(math.ceil((num_samples - window) / align) * align)
+    if last > starts[-1]:
+        starts.append(last)
+    return starts
 
 
-def crossfade_weights(window: int, overlap: int, fade_in: bool, fade_out: bool) -> np.ndarray:
-    """Per-sample weights of one window for overlap-add: raised-cosine ramps over `overlap` samples.
+def crossfade_weights(window: int, fade_in: int, fade_out: int) -> np.ndarray:
+    """Per-sample weights of one window for overlap-add: raised-cosine ramps over its first `fade_in` and last
+    `fade_out` samples (its overlaps with the previous and the next window; 0 for none).
 
-    The ramps of two neighbours sum to one, so a signal cut into windows and put back is unchanged.
+    Two neighbours ramp over the same overlap in opposite directions and sum to one, so a signal cut into
+    windows and put back is unchanged.
     """
     weights = np.ones(window, dtype=np.float32)
-    if overlap > 0:
-        ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(overlap, dtype=np.float64) + 0.5) / overlap)
-        if fade_in:
-            weights[:overlap] = ramp
-        if fade_out:
-            weights[-overlap:] = ramp[::-1]
+    for length, at_start in ((fade_in, True), (fade_out, False)):
+        if length > 0:
+            ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(length, dtype=np.float64) + 0.5) / length)
+            if at_start:
+                weights[:length] *= ramp.astype(np.float32)
+            else:
+                weights[-length:] *= ramp[::-1].astype(np.float32)
     return weights
+
+
+def overlaps(starts: Sequence[int], window: int) -> list[tuple[int, int]]:
+    """`(fade_in, fade_out)` in samples of each window: how much it overlaps its previous and next neighbour."""
+    return [
+        (max(0, starts[k - 1] + window - start) if k > 0 else 0,
+         max(0, start + window - starts[k + 1]) if k + 1 < len(starts) else 0)
+        for k, start in enumerate(starts)
+    ]
+
+
+def pad_reflect(audio: np.ndarray, length: int) -> np.ndarray:
+    """Extends `(..., samples)` to `length` samples by mirroring the signal (noise continues as noise, which a
+    model treats more gracefully than a jump to digital silence)."""
+    missing = length - audio.shape[-1]
+    if missing <= 0:
+        return audio[..., :length]
+    mode = "symmetric" if audio.shape[-1] > 1 else "edge"
+    return np.pad(audio, [(0, 0)] * (audio.ndim - 1) + [(0, missing)], mode=mode)
 
 
 def as_channels_first(audio: np.ndarray, max_channels: int = 16) -> np.ndarray:
@@ -295,5 +325,7 @@ __all__: Sequence[str] = [
     "pad_frames",
     "window_starts",
     "crossfade_weights",
+    "overlaps",
+    "pad_reflect",
     "as_channels_first",
 ]

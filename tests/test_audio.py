@@ -57,14 +57,23 @@ def test_resample_keeps_frequency_and_duration():
 def test_crossfaded_windows_reassemble_the_signal():
     x = np.random.default_rng(1).standard_normal(50_000).astype(np.float32)
     window, stride = 8160, 7168
-    starts = A.window_starts(len(x), window, stride)
-    assert starts[-1] + window >= len(x)
+    starts = A.window_starts(len(x), window, stride, align=512)
+    assert all(s % 512 == 0 for s in starts) and starts == sorted(set(starts))
+    # The last window ends at the signal's end (within one alignment step) instead of running into padding.
+    assert len(x) <= starts[-1] + window < len(x) + 512
     out = np.zeros(starts[-1] + window, np.float32)
-    padded = np.pad(x, (0, len(out) - len(x)))
-    for k, s in enumerate(starts):
-        w = A.crossfade_weights(window, window - stride, fade_in=k > 0, fade_out=k < len(starts) - 1)
-        out[s : s + window] += w * padded[s : s + window]
+    padded = A.pad_reflect(x, len(out))
+    for s, (fade_in, fade_out) in zip(starts, A.overlaps(starts, window)):
+        out[s : s + window] += A.crossfade_weights(window, fade_in, fade_out) * padded[s : s + window]
     np.testing.assert_allclose(out[: len(x)], x, atol=1e-5)
+
+
+def test_pad_reflect_mirrors_instead_of_adding_silence():
+    x = np.arange(1, 6, dtype=np.float32)[None]
+    np.testing.assert_array_equal(A.pad_reflect(x, 8), [[1, 2, 3, 4, 5, 5, 4, 3]])
+    assert A.pad_reflect(x, 3).shape == (1, 3)
+    assert A.pad_reflect(np.ones((2, 1), np.float32), 4).shape == (2, 4)
+    assert A.window_starts(100, 200, 50) == [0]
 
 
 def test_file_round_trip_keeps_rate_and_channels(tmp_path):

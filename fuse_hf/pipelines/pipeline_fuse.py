@@ -27,6 +27,8 @@ from ..audio import (
     check_sampling_rate,
     crossfade_weights,
     load_audio,
+    overlaps,
+    pad_reflect,
     pad_frames,
     prevent_clipping,
     resample,
@@ -245,6 +247,11 @@ class FUSEPipeline(DiffusionPipeline):
             )
         return _Clip(audio=audio, original=original, sampling_rate=rate, was_1d=was_1d, as_tensor=as_tensor)
 
+    @property
+    def _latent_hop(self) -> int:
+        """Samples per latent frame: windows start on multiples of it so that they share one noise field."""
+        return HOP_LENGTH * self.vae.downsample_factor
+
     def _window_geometry(self):
         """`(window_samples, stride_samples, latent_stride)` of the overlapping windows."""
         frames = self.window_frames
@@ -253,16 +260,17 @@ class FUSEPipeline(DiffusionPipeline):
         # A window of (frames - 1) hops yields exactly `frames` STFT frames with centred frames.
         return (frames - 1) * HOP_LENGTH, stride_frames * HOP_LENGTH, stride_frames // self.vae.downsample_factor
 
-    def prepare_latents(self, clip_windows, channels, latent_stride, generator, latents, device, dtype):
+    def prepare_latents(self, last_start, channels, generator, latents, device, dtype):
         """Initial noise as one field per clip over its whole latent time axis, so that overlapping windows
         share noise where they overlap and the output does not depend on how windows are batched.
 
-        Returns a `(channels, latent_channels, latent_freq, latent_frames)` tensor.
+        `last_start` is the start sample of the clip's last window. Returns a
+        `(channels, latent_channels, latent_freq, latent_frames)` tensor.
         """
         c = self.unet.config.out_channels
         f = self.vae.config.sample_size // self.vae.downsample_factor
         window_latent = self.window_frames // self.vae.downsample_factor
-        total = (clip_windows - 1) * latent_stride + window_latent
+        total = last_start // self._latent_hop + window_latent
         shape = (channels, c, f, total)
         if latents is not None:
             if tuple(latents.shape) != shape:
@@ -394,24 +402,22 @@ class FUSEPipeline(DiffusionPipeline):
         dtype = self.unet.dtype
 
         # 2. Cut every channel of every clip into overlapping windows and draw the initial noise
-        window, stride, latent_stride = self._window_geometry()
-        jobs, noise = [], []
+        window, stride, _ = self._window_geometry()
+        jobs, noise, outputs = [], [], []
         for index, clip in enumerate(clips):
-            starts = window_starts(clip.audio.shape[1], window, stride)
+            starts = window_starts(clip.audio.shape[1], window, stride, align=self._latent_hop)
             clip_generator = generator[index] if isinstance(generator, list) else generator
-            noise.append(
-                self.prepare_latents(len(starts), clip.audio.shape[0], latent_stride, clip_generator, latents, device, dtype)
-            )
+            noise.append(self.prepare_latents(starts[-1], clip.audio.shape[0], clip_generator, latents, device, dtype))
+            outputs.append(np.zeros((clip.audio.shape[0], starts[-1] + window), np.float32))
+            fades = overlaps(starts, window)
             for channel in range(clip.audio.shape[0]):
-                jobs += [(index, channel, k, start, len(starts)) for k, start in enumerate(starts)]
-        outputs = [np.zeros((c.audio.shape[0], len(window_starts(c.audio.shape[1], window, stride)) * stride + window), np.float32) for c in clips]
+                jobs += [(index, channel, start, fade) for start, fade in zip(starts, fades)]
 
         # 3. Timesteps
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
         self._num_timesteps = len(timesteps)
         step_generator = generator[0] if isinstance(generator, list) else generator
-        overlap = window - stride
         autocast = self._autocast(torch.device(device))
 
         with self.progress_bar(total=len(timesteps) * math.ceil(len(jobs) / batch_size)) as progress_bar:
@@ -419,8 +425,7 @@ class FUSEPipeline(DiffusionPipeline):
                 batch = jobs[first : first + batch_size]
 
                 # 4. Encode the noisy windows: spectrogram -> VAE latent, waveform -> BEATs tokens
-                waveform, padding = self._gather_windows(clips, batch, window)
-                waveform, padding = waveform.to(device), padding.to(device)
+                waveform = self._gather_windows(clips, batch, window).to(device)
                 spec, compressed = to_spectrogram(
                     waveform, self.vae.config.representation, self.vae.config.input_scale
                 )
@@ -430,12 +435,13 @@ class FUSEPipeline(DiffusionPipeline):
                 # and saves no time on a CPU; only the UNet is batched.
                 with autocast:
                     noisy_latents = torch.cat([self.vae.encode_to_latents(s) for s in spec.split(1)]).to(dtype)
-                hidden, attention_mask = self.encode_condition(waveform, self._token_padding(padding))
+                hidden, attention_mask = self.encode_condition(waveform, None)
 
                 # 5. Denoise, starting from each window's slice of its clip's noise field
-                init = torch.stack(
-                    [noise[i][ch, :, :, k * latent_stride : k * latent_stride + noisy_latents.shape[-1]] for i, ch, k, _, _ in batch]
-                )
+                init = torch.stack([
+                    noise[i][ch, :, :, start // self._latent_hop : start // self._latent_hop + noisy_latents.shape[-1]]
+                    for i, ch, start, _ in batch
+                ])
                 with autocast:
                     clean_latents = self.denoise(
                         noisy_latents, hidden, attention_mask, init, timesteps, step_generator,
@@ -449,9 +455,8 @@ class FUSEPipeline(DiffusionPipeline):
                 enhanced = to_waveform(
                     decoded, window, self.vae.config.representation, self.vae.config.input_scale, compressed
                 ).cpu().numpy()
-                for (i, ch, k, start, count), piece in zip(batch, enhanced):
-                    weights = crossfade_weights(window, overlap, fade_in=k > 0, fade_out=k < count - 1)
-                    outputs[i][ch, start : start + window] += weights * piece
+                for (i, ch, start, (fade_in, fade_out)), piece in zip(batch, enhanced):
+                    outputs[i][ch, start : start + window] += crossfade_weights(window, fade_in, fade_out) * piece
                 if self.interrupt:
                     break
 
@@ -470,25 +475,12 @@ class FUSEPipeline(DiffusionPipeline):
         return FUSEPipelineOutput(audios=audios, sampling_rate=rates)
 
     @staticmethod
-    def _token_padding(padding: torch.Tensor) -> Optional[torch.Tensor]:
-        """The sample padding mask for BEATs, or None. A window whose audio does not fill one BEATs patch row
-        (160 ms) is passed unmasked: masking every token of a row would leave attention nothing to attend to."""
-        if not padding.any():
-            return None
-        padding = padding.clone()
-        padding[(~padding).sum(dim=1) < 2 * 2560] = False
-        return padding if padding.any() else None
-
-    @staticmethod
-    def _gather_windows(clips: List[_Clip], batch, window: int):
-        """Stacks the batch's windows `(batch, window)` with a padding mask (True past the clip's end)."""
-        waveform = np.zeros((len(batch), window), np.float32)
-        padding = np.ones((len(batch), window), bool)
-        for row, (i, ch, _, start, _) in enumerate(batch):
-            piece = clips[i].audio[ch, start : start + window]
-            waveform[row, : len(piece)] = piece
-            padding[row, : len(piece)] = False
-        return torch.from_numpy(waveform), torch.from_numpy(padding)
+    def _gather_windows(clips: List[_Clip], batch, window: int) -> torch.Tensor:
+        """Stacks the batch's windows `(batch, window)`. Only clips shorter than a window (or the last few
+        milliseconds of a clip) run short; they are extended by mirroring, never by silence."""
+        return torch.from_numpy(
+            np.stack([pad_reflect(clips[i].audio[ch, start : start + window], window) for i, ch, start, _ in batch])
+        )
 
     @staticmethod
     def _postprocess(clip: _Clip, enhanced: np.ndarray, attenuation_limit_db, output_type):
