@@ -46,7 +46,7 @@ CORPUS_SCRIPT ?= ../shared/corpus/build_corpus.sh
 RUNS ?= $(HOME)/.cache/fuse-hf/runs/fuse-small
 TRAIN_FLAGS ?=
 SMALL_DIR ?= pipelines/fuse-small
-LAUNCH := $(VENV)/bin/accelerate launch --cpu --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no
+LAUNCH := $(VENV)/bin/accelerate launch --cpu --num_processes 1 --num_machines 1 --dynamo_backend no
 DATA := --speech_dir $(CORPUS)/speech/train --noise_dir $(CORPUS)/noise/train \
         --valid_speech_dir $(CORPUS)/speech/valid --valid_noise_dir $(CORPUS)/noise/valid --resume_from_checkpoint latest
 
