@@ -42,7 +42,7 @@ def main():
     )
     limitations = (
         "- Under-trained: the UNet saw 95k two-second crops. ESTOI at 6 steps is below the noisy input's "
-        "(0.488 vs 0.501 in-domain, 0.598 vs 0.641 out-of-domain); 1-2 steps score better than 6 or 10.\n"
+        "(0.483 vs 0.501 in-domain, 0.597 vs 0.641 out-of-domain); 1-2 steps score better than 6 or 10.\n"
         "- The magnitude VAE reuses the noisy phase, which caps quality at low SNR.\n"
         "- BEATs guidance changes little (guidance off scores within 0.01 of on).\n"
         "- Trained on few voices (mostly two Dutch speakers plus 13 cartoon voice packs) and outdoor ambiences: "
