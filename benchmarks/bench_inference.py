@@ -148,7 +148,7 @@ def run_case(spec: Dict[str, Any]) -> Dict[str, Any]:
         times.append(time.perf_counter() - begin)
     assert enhanced.shape == audio.shape, (enhanced.shape, audio.shape)
 
-    window, stride, _ = pipe._window_geometry()
+    window, stride = pipe._window_geometry()
     samples_16k = int(round(spec["duration_s"] * SAMPLE_RATE))
     params = {name: sum(p.numel() for p in getattr(pipe, name).parameters()) for name in ("vae", "unet", "conditioner")}
     wall = statistics.median(times)

@@ -1038,6 +1038,17 @@ def load_hf_dataset(
         raise
 
 
+def _node_shard(dataset, dataset_name_or_path, split, streaming, config_name, data_files, cache_dir, rank, world_size):
+    """The given `datasets` object (or the loaded split), cut to this node's shard when `world_size > 1`."""
+    ds = dataset if dataset is not None or dataset_name_or_path is None else load_hf_dataset(
+        dataset_name_or_path, split, streaming, config_name, data_files, cache_dir)
+    if world_size > 1:
+        from datasets.distributed import split_dataset_by_node
+
+        ds = split_dataset_by_node(ds, rank=rank, world_size=world_size)
+    return ds
+
+
 def _mentions_torchcodec(err: BaseException) -> bool:
     while err is not None:
         if "torchcodec" in str(err):
@@ -1135,12 +1146,8 @@ class HFAudioDataset(_SeededDataset):
                  config_name: Optional[str] = None, data_files: Any = None, cache_dir: Optional[str] = None,
                  min_duration_s: float = 0.02, dataset=None):
         super().__init__(seed, sample_rate, min_duration_s)
-        ds = dataset if dataset is not None or dataset_name_or_path is None else load_hf_dataset(
-            dataset_name_or_path, split, False, config_name, data_files, cache_dir)
-        if world_size > 1:
-            from datasets.distributed import split_dataset_by_node
-
-            ds = split_dataset_by_node(ds, rank=rank, world_size=world_size)
+        ds = _node_shard(dataset, dataset_name_or_path, split, False, config_name, data_files, cache_dir, rank,
+                         world_size)
         self.dataset, self.example = _hf_setup(ds, clean_column, noisy_column, noise, segment_samples, sample_rate,
                                                min_duration_s, augment, snr_db)
         if len(self.dataset) == 0:
@@ -1192,12 +1199,8 @@ class HFStreamingAudioDataset(torch.utils.data.IterableDataset):
                  data_files: Any = None, cache_dir: Optional[str] = None, min_duration_s: float = 0.02,
                  dataset=None):
         super().__init__()
-        ds = dataset if dataset is not None or dataset_name_or_path is None else load_hf_dataset(
-            dataset_name_or_path, split, True, config_name, data_files, cache_dir)
-        if world_size > 1:
-            from datasets.distributed import split_dataset_by_node
-
-            ds = split_dataset_by_node(ds, rank=rank, world_size=world_size)
+        ds = _node_shard(dataset, dataset_name_or_path, split, True, config_name, data_files, cache_dir, rank,
+                         world_size)
         self.dataset, self.example = _hf_setup(ds, clean_column, noisy_column, noise, segment_samples, sample_rate,
                                                min_duration_s, augment, snr_db)
         self.seed, self.epoch, self.rank, self.shuffle_buffer = int(seed), 0, int(rank), int(shuffle_buffer)

@@ -33,6 +33,8 @@ from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .audio import resample
+
 __all__ = [
     "METRICS",
     "METRIC_KEYS",
@@ -107,15 +109,6 @@ def _check_sr(sr) -> int:
     return int(sr)
 
 
-def _resample(x: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
-    """Resample a 1-D waveform with soxr (high quality) if the rates differ."""
-    if orig_sr == target_sr:
-        return x
-    import soxr  # a core dependency of fuse-hf; imported here to keep `import metrics` light
-
-    return soxr.resample(x, orig_sr, target_sr, quality="HQ")
-
-
 # ----------------------------------------------------------------------------------------------
 # metrics
 # ----------------------------------------------------------------------------------------------
@@ -160,8 +153,8 @@ def pesq_wb(ref, est, sr: int = PESQ_SAMPLE_RATE) -> float:
     sr = _check_sr(sr)
     ref, est = _align(ref, est)
     pesq_module = importlib.import_module("pesq")
-    ref = _resample(ref, sr, PESQ_SAMPLE_RATE)
-    est = _resample(est, sr, PESQ_SAMPLE_RATE)
+    ref = resample(ref, sr, PESQ_SAMPLE_RATE)
+    est = resample(est, sr, PESQ_SAMPLE_RATE)
     # The pesq wrapper divides by the joint peak: all-zero inputs would give 0/0.
     if max(np.abs(ref).max(), np.abs(est).max()) == 0.0:
         warnings.warn("pesq_wb: both signals are silent; returning nan.", RuntimeWarning, stacklevel=2)
@@ -232,7 +225,7 @@ def dnsmos(est, sr: int) -> Dict[str, float]:
     sr = _check_sr(sr)
     x = _as_mono(est, "estimate (enhanced)")
     module = _dnsmos_module()
-    x = _resample(x, sr, DNSMOS_SAMPLE_RATE)
+    x = resample(x, sr, DNSMOS_SAMPLE_RATE)
     peak = float(np.abs(x).max())
     if peak == 0.0:
         warnings.warn("dnsmos: the signal is silent; returning nan.", RuntimeWarning, stacklevel=2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional
 
@@ -34,15 +35,8 @@ def _count_parameters(folder: Path, component: str) -> str:
     for file in (folder / component).glob("*.safetensors"):
         with safe_open(str(file), "pt") as handle:
             for key in handle.keys():
-                total += _prod(handle.get_slice(key).get_shape())
+                total += math.prod(handle.get_slice(key).get_shape())
     return f"{total / 1e6:.2f} M"
-
-
-def _prod(shape: Iterable[int]) -> int:
-    out = 1
-    for s in shape:
-        out *= int(s)
-    return out
 
 
 def render_model_card(

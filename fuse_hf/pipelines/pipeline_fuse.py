@@ -253,12 +253,12 @@ class FUSEPipeline(DiffusionPipeline):
         return HOP_LENGTH * self.vae.downsample_factor
 
     def _window_geometry(self):
-        """`(window_samples, stride_samples, latent_stride)` of the overlapping windows."""
+        """`(window_samples, stride_samples)` of the overlapping windows."""
         frames = self.window_frames
         overlap_frames = max(self.vae.downsample_factor, (frames // 8) // self.vae.downsample_factor * self.vae.downsample_factor)
         stride_frames = frames - overlap_frames
         # A window of (frames - 1) hops yields exactly `frames` STFT frames with centred frames.
-        return (frames - 1) * HOP_LENGTH, stride_frames * HOP_LENGTH, stride_frames // self.vae.downsample_factor
+        return (frames - 1) * HOP_LENGTH, stride_frames * HOP_LENGTH
 
     def prepare_latents(self, last_start, channels, generator, latents, device, dtype):
         """Initial noise as one field per clip over its whole latent time axis, so that overlapping windows
@@ -402,7 +402,7 @@ class FUSEPipeline(DiffusionPipeline):
         dtype = self.unet.dtype
 
         # 2. Cut every channel of every clip into overlapping windows and draw the initial noise
-        window, stride, _ = self._window_geometry()
+        window, stride = self._window_geometry()
         jobs, noise, outputs = [], [], []
         for index, clip in enumerate(clips):
             starts = window_starts(clip.audio.shape[1], window, stride, align=self._latent_hop)

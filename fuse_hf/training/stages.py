@@ -73,7 +73,12 @@ def multi_resolution_stft_loss(estimate: torch.Tensor, target: torch.Tensor,
 
 
 class Stage:
+    """A training stage; `build` sets `self.dataset` (the training data) and returns the model to train."""
+
     name = "stage"
+
+    def train_dataset(self, args):
+        return self.dataset
 
     def state(self) -> Dict[str, Any]:
         return {}
@@ -140,9 +145,6 @@ class VAEStage(Stage):
 
     def state(self):
         return {"input_scale": self.input_scale, "representation": self.representation}
-
-    def train_dataset(self, args):
-        return self.dataset
 
     def loss(self, model, batch, accelerator):
         w = self.loss_weights
@@ -287,9 +289,6 @@ class DiffusionStage(Stage):
         self.pairs = validation_pairs(args, self.segment * 2) if accelerator.is_main_process else []
         return unet
 
-    def train_dataset(self, args):
-        return self.dataset
-
     @torch.no_grad()
     def encode(self, clean: torch.Tensor, noisy: torch.Tensor, accelerator):
         """Frozen encoders: `(clean latents, noisy latents, BEATs tokens)` for waveforms `(batch, samples)`."""
@@ -384,9 +383,6 @@ class BEATsStage(Stage):
         encoder = BEATsModel.from_pretrained(args.pretrained_model) if args.pretrained_model else BEATsModel(**config)
         self.pairs = validation_pairs(args, self.segment) if accelerator.is_main_process else []
         return BEATsForPretraining(encoder, **pretraining)
-
-    def train_dataset(self, args):
-        return self.dataset
 
     def loss(self, model, batch, accelerator):
         clean, noisy = batch["clean"].to(self.device), batch["noisy"].to(self.device)
