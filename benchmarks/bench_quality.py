@@ -24,7 +24,8 @@ python benchmarks/bench_quality.py --model pipelines/fuse-small --systems identi
 ```
 
 Systems: ``identity`` (the noisy input), ``noisereduce``, ``deepfilternet3``, ``fuse@N`` (N DDIM
-steps, guidance 1.0; N in 1, 2, 4, 6, 10) and ``fuse@6-g0`` (guidance off, ``guidance_scale=0``).
+steps, guidance 1.0, the pipeline's default noise scale; N in 1, 2, 4, 6, 10), ``fuse@6-g0`` (guidance off,
+``guidance_scale=0``) and ``fuse@6-n1`` (initial noise at full scale, ``noise_scale=1``: sampling at temperature 1).
 Groups: ``peers``, ``fuse``, ``all``.
 """
 
@@ -60,7 +61,7 @@ SNRS_DB = (-5.0, 0.0, 5.0, 10.0, 15.0)
 NOISE_TYPES = ("recorded", "white", "pink", "babble")
 PEER_SYSTEMS = ("identity", "noisereduce", "deepfilternet3")
 FUSE_STEPS = (1, 2, 4, 6, 10)
-FUSE_SYSTEMS = tuple(f"fuse@{s}" for s in FUSE_STEPS) + ("fuse@6-g0",)
+FUSE_SYSTEMS = tuple(f"fuse@{s}" for s in FUSE_STEPS) + ("fuse@6-g0", "fuse@6-n1")
 ALL_SYSTEMS = PEER_SYSTEMS + FUSE_SYSTEMS
 REFERENCE = "deepfilternet3"
 MAIN_FUSE = "fuse@6"
@@ -249,11 +250,12 @@ def parse_systems(text: str) -> List[str]:
     return [s for s in ALL_SYSTEMS if s in wanted]
 
 
-def fuse_settings(system: str) -> Tuple[int, float]:
-    """``fuse@6`` -> (6 steps, guidance 1.0); ``fuse@6-g0`` -> (6, 0.0)."""
-    body = system.split("@", 1)[1]
-    steps, _, guidance = body.partition("-g")
-    return int(steps), float(guidance) if guidance else 1.0
+def fuse_settings(system: str) -> Dict[str, float]:
+    """Pipeline arguments of a system name: ``fuse@6`` -> 6 steps; ``-g0`` sets ``guidance_scale``, ``-n1``
+    sets ``noise_scale``; what is not named keeps the pipeline's default."""
+    steps, *options = system.split("@", 1)[1].split("-")
+    names = {"g": "guidance_scale", "n": "noise_scale"}
+    return {"num_inference_steps": int(steps), **{names[o[0]]: float(o[1:]) for o in options}}
 
 
 def load_pipeline(model: Path):
@@ -275,12 +277,11 @@ def make_enhancer(system: str, pipe=None) -> Callable[[np.ndarray, int, int], np
         return lambda audio, sr, seed: fn(audio, sr)
     import torch
 
-    steps, guidance = fuse_settings(system)
+    settings = fuse_settings(system)
 
     def enhance(audio, sr, seed):
         with torch.inference_mode():
-            out = pipe(audio, sampling_rate=sr, num_inference_steps=steps, guidance_scale=guidance,
-                       generator=torch.Generator().manual_seed(seed)).audios
+            out = pipe(audio, sampling_rate=sr, generator=torch.Generator().manual_seed(seed), **settings).audios
         return np.asarray(out, dtype=np.float32).reshape(-1)[: audio.size]
 
     return enhance
@@ -404,6 +405,12 @@ def acceptance(summary: Dict, timing: Dict) -> List[str]:
         # Differences below ~0.05 PESQ are within what 60 pairs can resolve: do not call them a win.
         verdict = "no measurable difference" if abs(a - b) < 0.05 else ("guidance helps" if a > b else "guidance hurts")
         lines.append(f"- guidance on vs off (in-domain PESQ-WB): {_fmt(a)} vs {_fmt(b)}: {verdict} (reported as measured)")
+    if "fuse@6-n1" in summary:
+        for part, label in (("overall", "in-domain"), ("out_of_domain", "out-of-domain")):
+            main, full = summary[MAIN_FUSE][part], summary["fuse@6-n1"][part]
+            lines.append(f"- default noise scale vs noise scale 1 ({label}): PESQ-WB {_fmt(main['pesq'])} vs {_fmt(full['pesq'])}, "
+                         f"ESTOI {_fmt(main['estoi'], '{:.3f}')} vs {_fmt(full['estoi'], '{:.3f}')}, "
+                         f"OVRL {_fmt(main['dnsmos_ovrl'])} vs {_fmt(full['dnsmos_ovrl'])} (reported as measured)")
     return lines
 
 

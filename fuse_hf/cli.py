@@ -121,6 +121,9 @@ def add_enhance_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=6, help="DDIM steps (num_inference_steps)")
     parser.add_argument("--guidance-scale", type=float, default=1.0,
                         help="1: BEATs guidance as trained; 0: without BEATs; >1: classifier-free guidance")
+    parser.add_argument("--noise-scale", type=float, default=None,
+                        help="initial noise std (sampling temperature; default: the pipeline's, 0.25): 1 samples "
+                             "the model's distribution, lower stays closer to the input's words, 0 ignores --seed")
     parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same output")
     parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
@@ -177,6 +180,7 @@ def run_enhance(args) -> int:
                 str(source), num_inference_steps=args.steps, guidance_scale=args.guidance_scale,
                 attenuation_limit_db=args.atten_lim_db, batch_size=args.batch_size,
                 generator=torch.Generator().manual_seed(args.seed),
+                **({} if args.noise_scale is None else {"noise_scale": args.noise_scale}),
             )
             audio = out.audios
             _write_like_input(save_audio, target, audio, out.sampling_rate, subtype)

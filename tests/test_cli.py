@@ -111,7 +111,7 @@ def test_every_subcommand_help_exits_0_and_mentions_its_options(capsys):
         main(["enhance", "--help"])
     text = capsys.readouterr().out
     for option in ("--output-dir", "--model", "--steps", "--seed", "--batch-size", "--device", "--atten-lim-db",
-                   "--precision", "--overwrite"):
+                   "--precision", "--overwrite", "--noise-scale"):
         assert option in text
 
 
@@ -214,6 +214,10 @@ def test_options_are_accepted_and_the_same_seed_gives_the_same_file(tree, tmp_pa
     limited = run("e", "--seed", "7", "--atten-lim-db", "3")
     noisy = read(source)
     assert np.abs(read(limited) - noisy).mean() < np.abs(read(first) - noisy).mean()
+
+    # --noise-scale 0 makes the seed irrelevant; the default scale keeps it relevant (checked above).
+    zero_a, zero_b = run("g", "--seed", "7", "--noise-scale", "0"), run("h", "--seed", "8", "--noise-scale", "0")
+    assert zero_a.read_bytes() == zero_b.read_bytes() != first.read_bytes()
 
 
 # ---------------------------------------------------------------------------------------- bad input

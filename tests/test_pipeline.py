@@ -134,6 +134,21 @@ def test_guidance_scale_modes(tiny_pipeline, make_speech):
     assert np.abs(on - off).max() > 1e-5 and np.abs(cfg - on).max() > 1e-5
 
 
+def test_noise_scale_scales_the_initial_noise(tiny_pipeline, make_speech):
+    audio = make_speech(0.3)[0]  # one window: the noise field is one window long
+    shape = tiny_pipeline.prepare_latents(0, 1, torch.Generator().manual_seed(0), None, "cpu", torch.float32).shape
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    scaled = run(tiny_pipeline, audio, sampling_rate=16000, latents=noise, noise_scale=0.3).audios
+    prescaled = run(tiny_pipeline, audio, sampling_rate=16000, latents=0.3 * noise, noise_scale=1.0).audios
+    np.testing.assert_allclose(scaled, prescaled, atol=1e-6)
+    full = run(tiny_pipeline, audio, sampling_rate=16000, latents=noise, noise_scale=1.0).audios
+    assert np.abs(scaled - full).max() > 1e-4
+    # At zero the output no longer depends on the seed: a deterministic estimate.
+    a = run(tiny_pipeline, audio, sampling_rate=16000, seed=3, noise_scale=0.0).audios
+    b = run(tiny_pipeline, audio, sampling_rate=16000, seed=4, noise_scale=0.0).audios
+    np.testing.assert_array_equal(a, b)
+
+
 def test_attenuation_limit_mixes_the_input_back(tiny_pipeline, make_speech):
     audio = make_speech(0.5)[0]
     full = run(tiny_pipeline, audio, sampling_rate=16000).audios
@@ -191,6 +206,8 @@ def test_very_short_input_is_padded(tiny_pipeline):
         (dict(audio=np.zeros(1600, np.float32), sampling_rate=16000, num_inference_steps=0), "num_inference_steps"),
         (dict(audio=np.zeros(1600, np.float32), sampling_rate=16000, output_type="latent"), "output_type"),
         (dict(audio=np.zeros(1600, np.float32), sampling_rate=16000, attenuation_limit_db=-3), "attenuation_limit_db"),
+        (dict(audio=np.zeros(1600, np.float32), sampling_rate=16000, noise_scale=-0.5), "noise_scale"),
+        (dict(audio=np.zeros(1600, np.float32), sampling_rate=16000, noise_scale=float("nan")), "noise_scale"),
         (dict(audio=np.zeros(1600, np.float32), sampling_rate=16000, latents=torch.zeros(1, 2, 3)), "latents must have shape"),
     ],
 )
