@@ -53,6 +53,7 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from fuse_hf import data as D  # noqa: E402
 from fuse_hf import metrics as M  # noqa: E402
 from fuse_hf import peers  # noqa: E402
 
@@ -110,54 +111,19 @@ def save_wav(path: Path, audio: np.ndarray) -> None:
     sf.write(path, audio, SR, subtype="FLOAT")
 
 
-def rms(x: np.ndarray) -> float:
-    """Root mean square (linear amplitude)."""
-    return float(np.sqrt(np.mean(np.square(x)) + 1e-20))
-
-
-def fit_length(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """A random ``n``-sample excerpt of ``x``, tiling ``x`` first if it is shorter."""
-    if x.size < n:
-        x = np.tile(x, int(math.ceil(n / x.size)) + 1)
-    start = int(rng.integers(0, x.size - n + 1))
+def crop(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """A random ``n``-sample excerpt of ``x`` (all of it when shorter)."""
+    start = D.random_crop_offset(x.size, n, rng)
     return x[start : start + n]
 
 
-def white_noise(n: int, rng: np.random.Generator) -> np.ndarray:
-    """Gaussian white noise, unit variance."""
-    return rng.standard_normal(n)
-
-
-def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
-    """Pink (1/f power) noise by spectral shaping of white noise, unit variance."""
-    spectrum = np.fft.rfft(rng.standard_normal(n))
-    f = np.fft.rfftfreq(n, 1.0 / SR)
-    f[0] = f[1]  # no infinite gain at DC
-    x = np.fft.irfft(spectrum / np.sqrt(f), n)
-    return x / np.std(x)
-
-
-def babble(talkers: Sequence[np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray:
-    """Sum of talkers, each brought to the same RMS and fitted to ``n`` samples."""
-    out = np.zeros(n)
-    for t in talkers:
-        seg = fit_length(t, n, rng)
-        out += seg / rms(seg)
-    return out
-
-
 def mix(clean: np.ndarray, noise: np.ndarray, snr_db: float, level_dbfs: float) -> Tuple[np.ndarray, np.ndarray]:
-    """Mix at ``snr_db`` (RMS over the clip) with the clean RMS at ``level_dbfs``.
-
-    Returns float32 ``(clean, noisy)``; both are scaled down together if the mixture would clip,
-    so that the clean reference stays the exact speech component of the noisy input.
-    """
-    clean = clean * (10 ** (level_dbfs / 20) / rms(clean))
-    noise = noise * (rms(clean) / rms(noise) / 10 ** (snr_db / 20))
-    noisy = clean + noise
-    peak = float(np.abs(noisy).max())
-    if peak > 0.99:
-        clean, noisy = clean * 0.99 / peak, noisy * 0.99 / peak
+    """Mix at ``snr_db`` (power over the clip) with the clean RMS at ``level_dbfs``, with the training mixer's own
+    functions (`fuse_hf.data`). Returns float32 ``(clean, noisy)``; both are scaled down together if the mixture
+    would clip, so that the clean reference stays the exact speech component of the noisy input."""
+    clean = (clean * D.set_level(clean, level_dbfs)).astype(np.float32)
+    noisy, _ = D.mix_at_snr(clean, noise.astype(np.float32), snr_db)
+    clean, noisy = D.avoid_clipping(clean, noisy)
     return clean.astype(np.float32), noisy.astype(np.float32)
 
 
@@ -220,16 +186,16 @@ def render_pair(spec: Dict, corpus: Path) -> Tuple[np.ndarray, np.ndarray]:
     speech = load_mono(corpus / spec["speech"])
     n_max = int(spec["max_seconds"] * SR)
     if speech.size > n_max:
-        speech = fit_length(speech, n_max, rng)
+        speech = crop(speech, n_max, rng)
     n = speech.size
     if spec["noise_type"] == "recorded":
-        noise = fit_length(load_mono(corpus / spec["noise"]), n, rng)
+        noise = D.tile_to(load_mono(corpus / spec["noise"]), n, rng)
     elif spec["noise_type"] == "white":
-        noise = white_noise(n, rng)
+        noise = D.white_noise(n, rng)
     elif spec["noise_type"] == "pink":
-        noise = pink_noise(n, rng)
+        noise = D.pink_noise(n, rng)
     else:
-        noise = babble([load_mono(corpus / p) for p in spec["babble"]], n, rng)
+        noise = D.babble([D.tile_to(load_mono(corpus / p), n, rng) for p in spec["babble"]])
     return mix(speech, noise, spec["snr_db"], spec["level_dbfs"])
 
 
@@ -611,7 +577,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # every system is warm and nothing else of this script runs in parallel.
     t_timing = time.perf_counter()
     clip_rng = np.random.default_rng(args.seed)
-    timing_clips = [fit_length(render_pair(p, args.corpus)[1].astype(np.float64), 4 * SR, clip_rng).astype(np.float32)
+    timing_clips = [D.tile_to(render_pair(p, args.corpus)[1], 4 * SR, clip_rng)
                     for p in pairs[: args.timing_clips]]
     timing = {}
     for system in tqdm(systems, desc="timing", unit="system"):
