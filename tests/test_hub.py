@@ -272,7 +272,9 @@ def test_remote_code_loads_without_fuse_hf(hub, pushed, tmp_path):
     script.write_text(REMOTE_SCRIPT)
     np.save(tmp_path / "audio.npy", pushed["audio"])
     repo_root = str(Path(__file__).resolve().parent.parent)
-    env = {**os.environ, "HF_HOME": str(tmp_path / "fresh-home"), "PYTHONPATH": ""}
+    # Same thread count as this process: float sums depend on it, and the comparison below is to 1e-6.
+    env = {**os.environ, "HF_HOME": str(tmp_path / "fresh-home"), "PYTHONPATH": "",
+           "OMP_NUM_THREADS": str(torch.get_num_threads())}
     target = f"{pushed['repo']}@{pushed['revision']}"  # the repo's first commit: a later test pushes another model
     result = subprocess.run([sys.executable, "-I", str(script), target, str(tmp_path / "audio.npy"), repo_root],
                             env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)

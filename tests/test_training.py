@@ -145,6 +145,33 @@ def test_checkpoint_rotation_keeps_the_last_k(tmp_path):
     assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-3", "checkpoint-4"]
 
 
+def test_the_unet_gets_the_same_inputs_in_training_and_inference(toy_corpus, trained_parts, tmp_path):
+    """What the pipeline hands the UNet for a one-window clip equals what the training stage encodes."""
+    from accelerate import Accelerator
+    from conftest import speech_like
+
+    runner = STAGES["diffusion"]()
+    accelerator = Accelerator(cpu=True)
+    unet = runner.build(stage_args("diffusion", toy_corpus, tmp_path, trained_parts), accelerator, {})
+    pipe = runner.pipeline(unet)
+    pipe.set_precision("fp32")
+    window, _ = pipe._window_geometry()
+    audio = speech_like(window / 16000, seed=5)[0][:window]
+    seen = {}
+
+    def callback(pipe, step, timestep, kwargs):
+        seen.update(kwargs)
+        return {}
+
+    pipe(audio, sampling_rate=16000, num_inference_steps=1, callback_on_step_end=callback,
+         callback_on_step_end_tensor_inputs=["noisy_latents", "encoder_hidden_states"])
+    wave = torch.from_numpy(audio)[None]
+    _, z_noisy, tokens = runner.encode(0.3 * wave, wave, accelerator)  # clean != noisy: a swap would show
+    assert seen["noisy_latents"].shape == z_noisy.shape and seen["encoder_hidden_states"].shape == tokens.shape
+    torch.testing.assert_close(seen["noisy_latents"].float(), z_noisy, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(seen["encoder_hidden_states"].float(), tokens, atol=1e-5, rtol=1e-4)
+
+
 def test_diffusion_stage_writes_a_loadable_pipeline_and_card(toy_corpus, trained_parts, tmp_path):
     from fuse_hf import FUSEPipeline
 

@@ -73,6 +73,39 @@ class FUSEPipelineOutput(AudioPipelineOutput):
     sampling_rate: Union[int, List[int]] = SAMPLE_RATE
 
 
+def encode_spectral_latents(vae, waveform: torch.Tensor, frame_multiple: int = 1, vae_batch_size: Optional[int] = None):
+    """Waveforms -> the VAE latents the UNet works on. Training and inference both encode through here, so that the
+    UNet sees at inference exactly the kind of latent it was trained on.
+
+    Args:
+        vae ([`SpectralAutoencoderKL`]): reads its own representation and input scale from its config.
+        waveform: `(batch, samples)` float at 16 kHz.
+        frame_multiple: spectrogram frames are padded (by mirroring) to a multiple of this.
+        vae_batch_size: windows per VAE pass (None: all at once).
+
+    Returns:
+        `(latents, compressed, frames)`: latents `(batch, latent_channels, latent_freq, padded_frames / 4)` in the
+        VAE's dtype, the compressed complex spectrum `(batch, 256, frames)` whose phase the decoder output reuses,
+        and the number of frames before padding.
+    """
+    spec, compressed = to_spectrogram(waveform, vae.config.representation, vae.config.input_scale)
+    frames = spec.shape[-1]
+    spec = pad_frames(spec, frame_multiple).to(vae.dtype)
+    chunks = spec.split(vae_batch_size) if vae_batch_size else (spec,)
+    return torch.cat([vae.encode_to_latents(chunk) for chunk in chunks]), compressed, frames
+
+
+def encode_condition(conditioner, waveform: torch.Tensor, padding_mask: Optional[torch.Tensor] = None):
+    """BEATs tokens of noisy windows `(batch, samples)` -> `(batch, tokens, embed_dim)` and a cross-attention mask
+    `(batch, tokens)` (1 = attend), or None when no token is padded. Shared by training and inference."""
+    # "patch" masks whole padded patch rows, so a padded last window gets the tokens its audio gets alone.
+    features, token_padding = conditioner.encode_tokens(waveform, padding_mask=padding_mask, padding_mode="patch")
+    mask = None
+    if token_padding is not None and token_padding.shape == features.shape[:2] and bool(token_padding.any()):
+        mask = (~token_padding).to(features.dtype)
+    return features, mask
+
+
 @dataclass
 class _Clip:
     """One input clip at 16 kHz plus what is needed to give it back in its own format."""
@@ -286,13 +319,8 @@ class FUSEPipeline(DiffusionPipeline):
         )
 
     def encode_condition(self, waveform: torch.Tensor, padding_mask: Optional[torch.Tensor]):
-        """BEATs tokens of the noisy windows `(batch, samples)` -> `(batch, tokens, embed_dim)` and a
-        cross-attention mask `(batch, tokens)` (1 = attend) when the conditioner reports padded tokens."""
-        # "patch" masks whole padded patch rows, so a padded last window gets the tokens its audio gets alone.
-        features, token_padding = self.conditioner.encode_tokens(waveform, padding_mask=padding_mask, padding_mode="patch")
-        mask = None
-        if token_padding is not None and token_padding.shape == features.shape[:2] and bool(token_padding.any()):
-            mask = (~token_padding).to(features.dtype)
+        """[`encode_condition`] with this pipeline's conditioner, in the UNet's dtype."""
+        features, mask = encode_condition(self.conditioner, waveform, padding_mask)
         return features.to(self.unet.dtype), mask
 
     def denoise(
@@ -439,15 +467,13 @@ class FUSEPipeline(DiffusionPipeline):
 
                 # 4. Encode the noisy windows: spectrogram -> VAE latent, waveform -> BEATs tokens
                 waveform = self._gather_windows(clips, batch, window).to(device)
-                spec, compressed = to_spectrogram(
-                    waveform, self.vae.config.representation, self.vae.config.input_scale
-                )
-                frames = spec.shape[-1]
-                spec = pad_frames(spec, self.frame_multiple).to(dtype)
                 # The VAE runs one window at a time: at full spectrogram resolution a batch costs ~50 MB a window
                 # and saves no time on a CPU; only the UNet is batched.
                 with autocast:
-                    noisy_latents = torch.cat([self.vae.encode_to_latents(s) for s in spec.split(1)]).to(dtype)
+                    noisy_latents, compressed, frames = encode_spectral_latents(
+                        self.vae, waveform, self.frame_multiple, vae_batch_size=1
+                    )
+                noisy_latents = noisy_latents.to(dtype)
                 hidden, attention_mask = self.encode_condition(waveform, None)
 
                 # 5. Denoise, starting from each window's slice of its clip's noise field

@@ -292,12 +292,11 @@ class DiffusionStage(Stage):
     @torch.no_grad()
     def encode(self, clean: torch.Tensor, noisy: torch.Tensor, accelerator):
         """Frozen encoders: `(clean latents, noisy latents, BEATs tokens)` for waveforms `(batch, samples)`."""
-        cfg = self.vae.config
+        from ..pipelines.pipeline_fuse import encode_condition, encode_spectral_latents
+
         with accelerator.autocast():
-            spec_clean, _ = to_spectrogram(clean, cfg.representation, cfg.input_scale)
-            spec_noisy, _ = to_spectrogram(noisy, cfg.representation, cfg.input_scale)
-            both = self.vae.encode_to_latents(torch.cat([spec_clean, spec_noisy]))
-            tokens, _ = self.conditioner.encode_tokens(noisy)
+            both, _, _ = encode_spectral_latents(self.vae, torch.cat([clean, noisy]))
+            tokens, _ = encode_condition(self.conditioner, noisy)
         z_clean, z_noisy = both.float().chunk(2)
         return z_clean, z_noisy, tokens.float()
 
