@@ -166,8 +166,8 @@ class FUSEPipeline(DiffusionPipeline):
                 precision = "fp32"
         if precision == "fp32" or self.unet.dtype != torch.float32:
             return contextlib.nullcontext()
-        if device.type == "cpu":
-            # channels_last is what makes oneDNN's bf16 convolutions fast; converting again is a no-op.
+        if device.type == "cpu" and not self.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last):
+            # channels_last is what makes oneDNN's bf16 convolutions fast.
             self.unet.to(memory_format=torch.channels_last)
             self.vae.to(memory_format=torch.channels_last)
         return torch.autocast(device.type, dtype=torch.bfloat16)
