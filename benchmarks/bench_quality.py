@@ -380,6 +380,33 @@ def acceptance(summary: Dict, timing: Dict) -> List[str]:
     return lines
 
 
+def weaknesses(summary: Dict) -> List[str]:
+    """What fuse@6 does badly, as markdown bullets computed from the summary (issue 6 asks to show it)."""
+    if MAIN_FUSE not in summary or "identity" not in summary:
+        return []
+    fuse, noisy = summary[MAIN_FUSE], summary["identity"]
+    lines = []
+    if REFERENCE in summary:
+        behind = [f"{label} {_fmt(fuse['out_of_domain'][key], fmt)} vs {_fmt(summary[REFERENCE]['out_of_domain'][key], fmt)}"
+                  for key, label, fmt in COLUMNS if fuse["out_of_domain"][key] < summary[REFERENCE]["out_of_domain"][key]]
+        if behind:
+            lines.append("- Out-of-domain (other language, narrowband speech) it trails DeepFilterNet3 on " + ", ".join(behind) + ".")
+    gains = {snr: fuse["by_snr"][snr]["estoi"] - noisy["by_snr"][snr]["estoi"] for snr in fuse["by_snr"]}
+    worst = min(gains, key=gains.get)
+    lines.append(f"- Intelligibility gains are small and smallest at {float(worst):g} dB input SNR: ESTOI {gains[worst]:+.3f} "
+                 "over the noisy input there (by SNR: " + ", ".join(f"{float(k):g} dB {v:+.3f}" for k, v in gains.items()) + ").")
+    if "hedgewars" in fuse["by_source"] and "fillets-nl" in fuse["by_source"]:
+        wide, narrow = fuse["by_source"]["hedgewars"]["pesq"], fuse["by_source"]["fillets-nl"]["pesq"]
+        lines.append(f"- Wideband voices gain less than band-limited ones (PESQ-WB {_fmt(wide)} on hedgewars vs {_fmt(narrow)} on "
+                     "fillets-nl); likely causes, not measured apart: the noisy phase the magnitude VAE reuses, and training voices "
+                     "that are mostly band-limited.")
+    if "fuse@6-n1" in summary:
+        full = summary["fuse@6-n1"]["overall"]["estoi"]
+        lines.append(f"- Sampled at full temperature (`noise_scale=1`) it loses intelligibility: ESTOI {full:.3f} against the noisy "
+                     f"input's {noisy['overall']['estoi']:.3f}; the default noise scale keeps it above.")
+    return lines
+
+
 def write_markdown(path: Path, result: Dict, plots: Dict[str, str]) -> None:
     """``results.md``: the tables, the acceptance checks and links to the plots."""
     summary, timing, systems = result["summary"], result["timing"], result["systems"]
@@ -421,6 +448,10 @@ def write_markdown(path: Path, result: Dict, plots: Dict[str, str]) -> None:
            "hedgewars voices are wideband; the Dutch fillets lines are band-limited near 4 kHz (see the corpus README).", ""]
     for key, label, fmt in (COLUMNS[0], COLUMNS[5]):
         md += [f"{label}:", "", group_table(summary, "by_source", ("hedgewars", "fillets-nl"), key, systems, fmt), ""]
+    bad = weaknesses(summary)
+    if bad:
+        md += ["## What fuse-small does badly", ""] + bad + ["", "Listen for yourself: `--save-audio DIR` writes every "
+               "clean, noisy and enhanced file of the run.", ""]
     md += ["## Acceptance (issue 6)", ""] + acceptance(summary, timing) + [""]
     if timing.get(REFERENCE, {}).get("setup_s") is not None:
         md += [f"DeepFilterNet3's RTF excludes creating its streaming processor ({timing[REFERENCE]['setup_s'] * 1000:.0f} ms "
@@ -434,6 +465,14 @@ def write_markdown(path: Path, result: Dict, plots: Dict[str, str]) -> None:
 # ================================================================================================
 # plots
 # ================================================================================================
+PLOT_FILES = {
+    "metrics vs steps": "quality_vs_steps.png",
+    "guidance on vs off (6 steps)": "quality_guidance.png",
+    "PESQ-WB vs input SNR (in-domain)": "quality_pesq_vs_snr.png",
+    "spectrograms of two examples": "quality_spectrograms.png",
+}
+
+
 def make_plots(out_dir: Path, result: Dict, examples: Dict[str, Dict[str, np.ndarray]]) -> Dict[str, str]:
     """Write the PNGs that the available systems allow; returns {title: file name}."""
     import matplotlib
@@ -512,11 +551,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out-dir", type=Path, default=REPO / "docs", help="results.md and plots go here")
     parser.add_argument("--out", type=Path, default=None, help="JSON results (default: <out-dir>/bench_quality.json)")
     parser.add_argument("--save-audio", type=Path, default=None, help="also write clean/noisy/enhanced WAVs under this folder")
+    parser.add_argument("--render-only", action="store_true",
+                        help="enhance nothing: rewrite results.md from the JSON of the last run (and its plots)")
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.render_only:
+        result = json.loads((args.out or args.out_dir / "bench_quality.json").read_text())
+        plots = {title: name for title, name in PLOT_FILES.items() if (args.out_dir / name).is_file()}
+        write_markdown(args.out_dir / "results.md", result, plots)
+        print(f"Wrote {args.out_dir / 'results.md'} from the JSON of the run of {result['config']['date']}.")
+        return 0
     t_start = time.perf_counter()
     try:
         systems = parse_systems(args.systems)

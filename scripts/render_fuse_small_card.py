@@ -57,7 +57,7 @@ def main():
         return fuse[part][key] - noisy[part][key]
 
     lines = [
-        f"- Intelligibility moves little: ESTOI {gap('estoi', 'overall'):+.3f} against the noisy input in-domain and "
+        f"- Modest intelligibility gains: ESTOI {gap('estoi', 'overall'):+.3f} against the noisy input in-domain and "
         f"{gap('estoi', 'out_of_domain'):+.3f} out-of-domain; DeepFilterNet3 reaches {dfn['out_of_domain']['estoi']:.3f} "
         f"OOD against our {fuse['out_of_domain']['estoi']:.3f}, and {dfn['out_of_domain']['dnsmos_ovrl']:.2f} DNSMOS "
         f"OVRL against our {fuse['out_of_domain']['dnsmos_ovrl']:.2f}.",
