@@ -81,7 +81,7 @@ def encode_spectral_latents(vae, waveform: torch.Tensor, frame_multiple: int = 1
     Args:
         vae ([`SpectralAutoencoderKL`]): reads its own representation and input scale from its config.
         waveform: `(batch, samples)` float at 16 kHz.
-        frame_multiple: spectrogram frames are padded (by mirroring) to a multiple of this.
+        frame_multiple: spectrogram frames are zero-padded to a multiple of this (`pad_frames`).
         vae_batch_size: windows per VAE pass (None: all at once).
 
     Returns:
