@@ -1,44 +1,197 @@
-"""Audio front end of FUSE: file I/O, resampling, the compressed STFT and its exact inverse.
+"""Audio in and out of FUSE: the one home of audio I/O.
 
-Everything here is a small pure function of arrays. Conventions:
+Which files are audio (`AUDIO_EXTENSIONS`, `is_audio_file`, `list_audio_files`), reading and writing them
+(`load_audio`, `load_mono`, `save_audio`, `audio_info`), resampling (`resample`), checking arrays and sample rates
+(`as_channels_first`, `as_mono`, `check_sampling_rate`), limiting peaks (`avoid_clipping`) and the one-line form of
+an error (`first_line`). Everything else in `fuse_hf` calls these instead of soundfile, soxr or its own checks.
 
-* waveforms are float32 in [-1, 1], shaped `(channels, samples)` for files and `(batch, samples)` for models;
-* the models run at :data:`SAMPLE_RATE` (16 kHz); other rates are resampled with soxr on the way in and out;
-* spectra follow sgmse: a periodic Hann STFT with ``n_fft=510`` (256 bins) and ``hop=128`` (8 ms), normalised,
-  then magnitude compression ``0.15 * |X| ** 0.5`` with the phase kept. A complex spectrum is handed to the VAE
-  as two real channels ``(batch, 2, freq=256, frames)``; the magnitude representation is one channel
-  ``(batch, 1, 256, frames)`` and borrows its phase from the noisy input at synthesis.
+Waveforms are float in [-1, 1], shaped `(channels, samples)` for files and `(samples,)` for mono signals. The models
+run at :data:`SAMPLE_RATE` (16 kHz); other rates are resampled with soxr on the way in and out. The spectral front
+end is in :mod:`fuse_hf.spectral`, windows for long audio in :mod:`fuse_hf.windows`.
 
-This module imports only numpy and torch at the top; soundfile and soxr are imported where files are read or
-rates are changed, so that the spectral functions can travel with the pipeline as Hub remote code.
+This module imports only the standard library and numpy at the top; soundfile and soxr are imported where files are
+read or rates are changed, so that the array checks can travel with the pipeline as Hub remote code.
 """
 
 from __future__ import annotations
 
-import math
 import os
-from typing import Optional, Sequence, Tuple
+import warnings
+from pathlib import Path
+from typing import IO, NamedTuple
 
 import numpy as np
-import torch
 
-SAMPLE_RATE = 16000
-N_FFT = 510
-HOP_LENGTH = 128
-NUM_FREQ_BINS = N_FFT // 2 + 1  # 256
-SPEC_FACTOR = 0.15
-SPEC_EXPONENT = 0.5
-REPRESENTATIONS = ("complex", "magnitude")
+from .spectral import SAMPLE_RATE  # re-exported: the rate the models run at
 
 # Shortest input we pad rather than reject: below ~5 ms there is no speech to enhance.
 MIN_SAMPLES_16K = 80
 
+# Suffix -> (libsndfile format, subtype or None for the format's default). Every suffix is read (libsndfile finds
+# the format from the header) and written: soundfile guesses the format only from its own names (.wav, .aiff, ...),
+# so the usual aliases (.oga, .aif, .opus, ...) are spelled out here. Opus lives in Ogg. Left out: HTK and XI, a
+# speech-feature and an instrument format that hold one channel only and (XI) no sample rate.
+_FORMATS: dict[str, tuple[str, str | None]] = {
+    ".wav": ("WAV", None),
+    ".wave": ("WAV", None),
+    ".flac": ("FLAC", None),
+    ".ogg": ("OGG", None),
+    ".oga": ("OGG", None),
+    ".opus": ("OGG", "OPUS"),
+    ".mp3": ("MP3", None),
+    ".aiff": ("AIFF", None),
+    ".aif": ("AIFF", None),
+    ".aifc": ("AIFF", None),
+    ".au": ("AU", None),
+    ".snd": ("AU", None),
+    ".caf": ("CAF", None),
+    ".w64": ("W64", None),
+    ".rf64": ("RF64", None),
+    ".sph": ("NIST", None),
+    ".nist": ("NIST", None),
+    ".voc": ("VOC", None),
+    ".mat": ("MAT5", None),
+    ".paf": ("PAF", None),
+    ".pvf": ("PVF", None),
+    ".sd2": ("SD2", None),
+    ".ircam": ("IRCAM", None),
+}
 
-# ----------------------------------------------------------------------------------------------- files
+AUDIO_EXTENSIONS: frozenset[str] = frozenset(_FORMATS)
+"""Lower-case suffixes (with the dot) that `load_audio` reads and `save_audio` writes."""
+
+_MONO_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+AudioSource = str | os.PathLike | IO[bytes]
+
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "MIN_SAMPLES_16K",
+    "SAMPLE_RATE",
+    "AudioDataWarning",
+    "AudioInfo",
+    "as_channels_first",
+    "as_mono",
+    "audio_info",
+    "avoid_clipping",
+    "check_sampling_rate",
+    "first_line",
+    "is_audio_file",
+    "list_audio_files",
+    "load_audio",
+    "load_mono",
+    "resample",
+    "save_audio",
+]
 
 
-def load_audio(path: str | os.PathLike) -> Tuple[np.ndarray, int]:
-    """Reads any file libsndfile can decode (wav, flac, ogg/vorbis, opus, mp3).
+class AudioDataWarning(UserWarning):
+    """A file or example was skipped (not audio, unreadable, too short, non-finite samples)."""
+
+
+class AudioInfo(NamedTuple):
+    """What a file's header says: rate in Hz, channel count, libsndfile subtype (e.g. ``"PCM_16"``), length in
+    samples per channel."""
+
+    sampling_rate: int
+    channels: int
+    subtype: str
+    frames: int
+
+
+# ----------------------------------------------------------------------------------------------- errors
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message, or its type name when the message is empty.
+
+    libsndfile, torch and the Hub client write messages of several lines; a one-line report such as
+    ``f"{path}: cannot be read as audio ({first_line(err)})."`` keeps only the line that names the problem.
+    """
+    text = str(err).strip()
+    return text.splitlines()[0].strip() if text else type(err).__name__
+
+
+# ----------------------------------------------------------------------------------------------- listing
+
+
+def is_audio_file(path: str | os.PathLike) -> bool:
+    """Whether `path` has an audio suffix (`AUDIO_EXTENSIONS`, case-insensitive); the file is not opened."""
+    return Path(path).suffix.lower() in AUDIO_EXTENSIONS
+
+
+def list_audio_files(folder: str | os.PathLike, recursive: bool = True, *, warn_skipped: bool = False) -> list[Path]:
+    """Audio files under `folder` (`is_audio_file`), sorted by their path relative to `folder`.
+
+    Hidden files and folders (a leading dot, e.g. macOS ``._x.wav`` resource forks) are ignored; symbolic links to
+    folders are not followed.
+
+    Args:
+        folder: the folder to list (``~`` is expanded).
+        recursive: also list sub-folders.
+        warn_skipped: give one `AudioDataWarning` naming a few of the non-audio files that were left out.
+
+    Raises:
+        ValueError: `folder` does not exist or is not a folder.
+    """
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise ValueError(f"Audio folder `{root}`: folder not found. Pass an existing folder of audio files.")
+    found, skipped = [], []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
+        for name in filenames:
+            if not name.startswith("."):
+                path = Path(dirpath) / name
+                (found if is_audio_file(path) else skipped).append(path)
+    if skipped and warn_skipped:
+        examples = ", ".join(str(p.relative_to(root)) for p in sorted(skipped)[:3])
+        warnings.warn(
+            f"{root}: skipped {len(skipped)} non-audio file(s) (e.g. {examples}).", AudioDataWarning, stacklevel=2
+        )
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+# ----------------------------------------------------------------------------------------------- reading
+
+
+def _source_name(source: AudioSource) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    return str(getattr(source, "name", None) or "<bytes>")
+
+
+def _check_file(path: str | os.PathLike) -> str:
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ValueError(f"{path}: no such file.")
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: is a folder, expected an audio file.")
+    return path
+
+
+def _read(source: AudioSource, dtype: np.dtype, start: int = 0, frames: int | None = None) -> tuple[np.ndarray, int]:
+    """Decodes `(samples, channels)` in `dtype` with libsndfile; every failure is a ValueError naming the source."""
+    import soundfile as sf
+
+    name = _source_name(source)
+    if isinstance(source, (str, os.PathLike)):
+        source = _check_file(source)
+    try:
+        data, sampling_rate = sf.read(
+            source, frames=-1 if frames is None else frames, start=start, dtype=dtype.name, always_2d=True
+        )
+    except Exception as err:  # libsndfile's errors are RuntimeError/LibsndfileError with cryptic text
+        raise ValueError(f"{name}: cannot be read as audio ({first_line(err)}).") from None
+    if data.shape[0] == 0:
+        raise ValueError(f"{name}: holds no samples.")
+    if not np.isfinite(data).all():
+        raise ValueError(f"{name}: contains NaN or Inf samples.")
+    return data, int(sampling_rate)
+
+
+def load_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """Reads any file libsndfile can decode (wav, flac, ogg/vorbis, opus, mp3, aiff, ...).
 
     Returns:
         `(audio, sampling_rate)`: float32 array `(channels, samples)` in [-1, 1] and the file's rate in Hz.
@@ -46,71 +199,131 @@ def load_audio(path: str | os.PathLike) -> Tuple[np.ndarray, int]:
     Raises:
         ValueError: the file is missing, unreadable, empty, or holds NaN/Inf samples.
     """
-    import soundfile as sf
-
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ValueError(f"{path}: no such file.")
-    if os.path.isdir(path):
-        raise ValueError(f"{path}: is a folder, expected an audio file.")
-    try:
-        data, sampling_rate = sf.read(path, dtype="float32", always_2d=True)
-    except Exception as err:  # libsndfile's errors are RuntimeError/LibsndfileError with cryptic text
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(f"{path}: cannot be read as audio ({reason}).") from None
-    audio = np.ascontiguousarray(data.T)
-    if audio.shape[1] == 0:
-        raise ValueError(f"{path}: holds no samples.")
-    if not np.isfinite(audio).all():
-        raise ValueError(f"{path}: contains NaN or Inf samples.")
-    return audio, int(sampling_rate)
+    data, sampling_rate = _read(path, np.dtype(np.float32))
+    return np.ascontiguousarray(data.T), sampling_rate
 
 
-def save_audio(
-    path: str | os.PathLike, audio: np.ndarray, sampling_rate: int, subtype: Optional[str] = None
-) -> None:
-    """Writes `(channels, samples)` or `(samples,)` float audio; the format follows the file extension.
+def load_mono(
+    source: AudioSource,
+    sampling_rate: int | None = None,
+    *,
+    dtype: type[np.floating] = np.float32,
+    start: int = 0,
+    frames: int | None = None,
+) -> np.ndarray:
+    """Reads a file (or a binary file object) as one channel: the mean of its channels, resampled when asked.
 
-    `subtype` is a libsndfile subtype such as ``"PCM_16"`` (default: the format's default).
+    Decoding, the channel mean and resampling all run in `dtype`, so that float32 reproduces the training data and
+    float64 the quality benchmark's evaluation set bit for bit.
+
+    Args:
+        source: a path, or a binary file object such as ``io.BytesIO(encoded_bytes)``.
+        sampling_rate: rate of the result in Hz; None keeps the file's rate.
+        dtype: ``np.float32`` or ``np.float64``.
+        start, frames: read only `frames` samples from sample `start`, counted at the file's rate (default: all).
+
+    Returns:
+        `(samples,)` array of `dtype`.
+
+    Raises:
+        ValueError: the file is missing, unreadable, empty or holds NaN/Inf samples; a bad rate or dtype.
+    """
+    dtype = np.dtype(dtype)
+    if dtype not in _MONO_DTYPES:
+        raise ValueError(f"load_mono: dtype must be float32 or float64, got {dtype}.")
+    data, file_rate = _read(source, dtype, start, frames)
+    mono = data.mean(axis=1, dtype=dtype)
+    if sampling_rate is None:
+        return mono
+    return _resample(mono, file_rate, check_sampling_rate(sampling_rate))
+
+
+def audio_info(path: str | os.PathLike) -> AudioInfo:
+    """The header of a file (`AudioInfo`: rate, channels, subtype, frames) without decoding it.
+
+    Raises:
+        ValueError: the file is missing or not audio.
     """
     import soundfile as sf
 
-    audio = np.asarray(audio, dtype=np.float32)
-    data = audio if audio.ndim == 1 else audio.T
-    os.makedirs(os.path.dirname(os.path.abspath(os.fspath(path))), exist_ok=True)
-    sf.write(os.fspath(path), data, int(sampling_rate), subtype=subtype)
+    path = _check_file(path)
+    try:
+        info = sf.info(path)
+    except Exception as err:  # LibsndfileError (a RuntimeError) for corrupted or unknown files
+        raise ValueError(f"{path}: cannot be read as audio ({first_line(err)}).") from None
+    return AudioInfo(int(info.samplerate), int(info.channels), info.subtype, int(info.frames))
 
 
-def audio_info(path: str | os.PathLike) -> Tuple[int, int, str]:
-    """Returns `(sampling_rate, channels, subtype)` of a file without decoding it."""
+# ----------------------------------------------------------------------------------------------- writing
+
+
+def save_audio(path: str | os.PathLike, audio: np.ndarray, sampling_rate: int, subtype: str | None = None) -> None:
+    """Writes `(channels, samples)` or `(samples,)` float audio; the format follows the suffix (`AUDIO_EXTENSIONS`).
+
+    Args:
+        path: the file to write; missing folders are created.
+        audio: float samples in [-1, 1].
+        sampling_rate: Hz.
+        subtype: a libsndfile subtype such as ``"PCM_16"`` (default: the format's default, Opus for ``.opus``).
+
+    Raises:
+        ValueError: an unknown suffix, a bad array or rate, or a format that cannot hold this subtype or rate.
+    """
     import soundfile as sf
 
+    path = os.fspath(path)
+    suffix = Path(path).suffix.lower()
+    if suffix not in _FORMATS:
+        raise ValueError(
+            f"{path}: cannot write `{suffix or 'no suffix'}` files. Use one of {', '.join(sorted(AUDIO_EXTENSIONS))}."
+        )
+    file_format, default_subtype = _FORMATS[suffix]
+    subtype = subtype or default_subtype
+    audio = as_channels_first(audio)
+    sampling_rate = check_sampling_rate(sampling_rate)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:
-        info = sf.info(os.fspath(path))
-    except Exception as err:  # LibsndfileError (a RuntimeError) for corrupted or unknown files
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(f"{os.fspath(path)}: cannot be read as audio ({reason}).") from None
-    return int(info.samplerate), int(info.channels), info.subtype
+        sf.write(path, audio.T, sampling_rate, subtype=subtype, format=file_format)
+    except Exception as err:  # libsndfile refuses some subtype/format/rate combinations (e.g. Opus at 44.1 kHz)
+        kind = f"{file_format} {subtype}" if subtype else file_format
+        raise ValueError(f"{path}: cannot write {kind} audio at {sampling_rate} Hz ({first_line(err)}).") from None
 
 
-def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
-    """Resamples along the last axis with soxr (HQ); `(..., samples)` float32 in and out."""
+# ----------------------------------------------------------------------------------------------- resampling
+
+
+def _resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """soxr HQ along the last axis of `(..., samples)`, in the array's own float dtype."""
     if orig_sr == target_sr:
-        return np.asarray(audio, dtype=np.float32)
+        return audio
     import soxr
 
-    audio = np.asarray(audio, dtype=np.float32)
     flat = audio.reshape(-1, audio.shape[-1])
     # soxr wants (samples, channels) and resamples all channels in one call.
     out = soxr.resample(flat.T, orig_sr, target_sr, quality="HQ")
-    out = np.ascontiguousarray(np.asarray(out, dtype=np.float32).reshape(-1, flat.shape[0]).T)
+    out = np.ascontiguousarray(np.asarray(out, dtype=audio.dtype).reshape(-1, flat.shape[0]).T)
     return out.reshape(*audio.shape[:-1], out.shape[-1])
 
 
+def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Resamples along the last axis with soxr (HQ); `(..., samples)` in, float32 `(..., samples')` out."""
+    return _resample(np.asarray(audio, dtype=np.float32), orig_sr, target_sr)
+
+
+# ----------------------------------------------------------------------------------------------- checks
+
+
 def check_sampling_rate(sampling_rate, name: str = "sampling_rate") -> int:
-    """Validates a sample rate in Hz: a positive integer (an integral float is accepted)."""
+    """Validates a sample rate in Hz: a positive integer (an integral float such as 16000.0 is accepted).
+
+    Returns:
+        The rate as an int.
+
+    Raises:
+        ValueError: None, a bool, a non-number, a fraction or a rate <= 0, naming `name`.
+    """
     if sampling_rate is None:
-        raise ValueError(f"{name} is required for arrays and tensors: pass e.g. sampling_rate=16000.")
+        raise ValueError(f"{name} is required for arrays and tensors: pass e.g. {name}=16000.")
     if isinstance(sampling_rate, bool) or not isinstance(sampling_rate, (int, float, np.integer, np.floating)):
         raise ValueError(f"{name} must be a positive integer in Hz, got {sampling_rate!r}.")
     if not float(sampling_rate).is_integer() or sampling_rate <= 0:
@@ -118,178 +331,17 @@ def check_sampling_rate(sampling_rate, name: str = "sampling_rate") -> int:
     return int(sampling_rate)
 
 
-def prevent_clipping(audio: np.ndarray, peak: float = 0.99) -> Tuple[np.ndarray, float]:
-    """Scales `audio` down (never up) so that its peak is at most `peak`; returns `(audio, gain)`."""
-    current = float(np.max(np.abs(audio))) if audio.size else 0.0
-    if current <= peak:
-        return audio, 1.0
-    gain = peak / current
-    return (audio * gain).astype(np.float32), gain
-
-
-# ------------------------------------------------------------------------------------------- spectra
-
-
-def stft(waveform: torch.Tensor) -> torch.Tensor:
-    """Complex STFT of `(batch, samples)` 16 kHz audio -> `(batch, 256, frames)`, frames = samples // 128 + 1."""
-    window = torch.hann_window(N_FFT, periodic=True, device=waveform.device, dtype=waveform.dtype)
-    return torch.stft(
-        waveform, N_FFT, HOP_LENGTH, window=window, center=True, normalized=True, return_complex=True
-    )
-
-
-def istft(spec: torch.Tensor, length: int) -> torch.Tensor:
-    """Inverse of :func:`stft`: `(batch, 256, frames)` complex -> `(batch, length)` samples."""
-    window = torch.hann_window(N_FFT, periodic=True, device=spec.device, dtype=spec.real.dtype)
-    return torch.istft(spec, N_FFT, HOP_LENGTH, window=window, center=True, normalized=True, length=length)
-
-
-def compress_spectrogram(spec: torch.Tensor) -> torch.Tensor:
-    """Magnitude compression `0.15 * |X| ** 0.5`, phase kept; lifts quiet speech harmonics out of the floor."""
-    magnitude = spec.abs()
-    return SPEC_FACTOR * magnitude.pow(SPEC_EXPONENT) * torch.exp(1j * spec.angle())
-
-
-def decompress_spectrogram(spec: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`compress_spectrogram`."""
-    magnitude = (spec.abs() / SPEC_FACTOR).pow(1.0 / SPEC_EXPONENT)
-    return magnitude * torch.exp(1j * spec.angle())
-
-
-def complex_to_channels(spec: torch.Tensor) -> torch.Tensor:
-    """`(batch, freq, frames)` complex -> `(batch, 2, freq, frames)` real (real, imaginary)."""
-    return torch.stack([spec.real, spec.imag], dim=1)
-
-
-def channels_to_complex(channels: torch.Tensor) -> torch.Tensor:
-    """`(batch, 2, freq, frames)` real -> `(batch, freq, frames)` complex."""
-    return torch.complex(channels[:, 0].float(), channels[:, 1].float())
-
-
-def to_spectrogram(waveform: torch.Tensor, representation: str = "complex", input_scale: float = 1.0):
-    """Waveform -> the VAE's input representation, normalised by `input_scale`.
-
-    Args:
-        waveform: `(batch, samples)` float at 16 kHz.
-        representation: ``"complex"`` -> `(batch, 2, 256, frames)`; ``"magnitude"`` -> `(batch, 1, 256, frames)`.
-        input_scale: divides the compressed values (a few hundredths raw) to about unit spread.
-
-    Returns:
-        `(features, compressed)`: the model input and the compressed complex spectrum `(batch, 256, frames)`
-        whose phase :func:`to_waveform` reuses for the magnitude representation.
-    """
-    compressed = compress_spectrogram(stft(waveform))
-    if representation == "complex":
-        features = complex_to_channels(compressed)
-    elif representation == "magnitude":
-        features = compressed.abs().unsqueeze(1)
-    else:
-        raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {representation!r}.")
-    return features / input_scale, compressed
-
-
-def to_waveform(
-    features: torch.Tensor,
-    length: int,
-    representation: str = "complex",
-    input_scale: float = 1.0,
-    phase_from: Optional[torch.Tensor] = None,
-) -> torch.Tensor:
-    """Inverse of :func:`to_spectrogram`: model-domain spectrogram -> `(batch, length)` waveform at 16 kHz.
-
-    For ``"magnitude"``, `phase_from` (a compressed complex spectrum `(batch, 256, frames)`, usually the noisy
-    input's) supplies the phase; negative magnitudes predicted by the decoder are clipped to zero.
-    """
-    features = features.float() * input_scale
-    if representation == "complex":
-        compressed = channels_to_complex(features)
-    elif representation == "magnitude":
-        if phase_from is None:
-            raise ValueError("the magnitude representation needs `phase_from` (the noisy compressed spectrum).")
-        magnitude = features[:, 0].clamp_min(0.0)
-        compressed = magnitude * torch.exp(1j * phase_from.angle())
-    else:
-        raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {representation!r}.")
-    return istft(decompress_spectrogram(compressed), length)
-
-
-def pad_frames(spec: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Zero-pads the last (frames) axis up to a multiple of `multiple` (AutoencoderKL drops odd frames)."""
-    frames = spec.shape[-1]
-    target = int(math.ceil(frames / multiple) * multiple)
-    if target == frames:
-        return spec
-    return torch.nn.functional.pad(spec, (0, target - frames))
-
-
-# --------------------------------------------------------------------------------- windows for long audio
-
-
-def window_starts(num_samples: int, window: int, stride: int, align: int = 1) -> list[int]:
-    """Start samples of windows of `window` samples that cover `num_samples`.
-
-    Windows start every `stride` samples; the last one is moved back so that it ends at the signal's end (rounded
-    up to a multiple of `align`), rather than running past it into padding: a model that never saw digital
-    silence in training should not be asked to enhance half a window of it.
-    """
-    if num_samples <= window:
-        return [0]
-    starts = list(range(0, num_samples - window, stride))
-    last = int(math.ceil((num_samples - window) / align) * align)
-    if last > starts[-1]:
-        starts.append(last)
-    return starts
-
-
-def crossfade_weights(window: int, fade_in: int, fade_out: int) -> np.ndarray:
-    """Per-sample weights of one window for overlap-add: raised-cosine ramps over its first `fade_in` and last
-    `fade_out` samples (its overlaps with the previous and the next window; 0 for none).
-
-    Two neighbours ramp over the same overlap in opposite directions and sum to one, so a signal cut into
-    windows and put back is unchanged.
-    """
-    weights = np.ones(window, dtype=np.float32)
-    for length, at_start in ((fade_in, True), (fade_out, False)):
-        if length > 0:
-            ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(length, dtype=np.float64) + 0.5) / length)
-            if at_start:
-                weights[:length] *= ramp.astype(np.float32)
-            else:
-                weights[-length:] *= ramp[::-1].astype(np.float32)
-    return weights
-
-
-def overlaps(starts: Sequence[int], window: int) -> list[tuple[int, int]]:
-    """`(fade_in, fade_out)` in samples of each window: how much it overlaps its previous and next neighbour."""
-    return [
-        (max(0, starts[k - 1] + window - start) if k > 0 else 0,
-         max(0, start + window - starts[k + 1]) if k + 1 < len(starts) else 0)
-        for k, start in enumerate(starts)
-    ]
-
-
-def pad_reflect(audio: np.ndarray, length: int) -> np.ndarray:
-    """Extends `(..., samples)` to `length` samples by mirroring the signal (noise continues as noise, which a
-    model treats more gracefully than a jump to digital silence)."""
-    missing = length - audio.shape[-1]
-    if missing <= 0:
-        return audio[..., :length]
-    mode = "symmetric" if audio.shape[-1] > 1 else "edge"
-    return np.pad(audio, [(0, 0)] * (audio.ndim - 1) + [(0, missing)], mode=mode)
-
-
 def as_channels_first(audio: np.ndarray, max_channels: int = 16) -> np.ndarray:
-    """Checks rank and layout of an in-memory clip and returns `(channels, samples)` float32.
+    """Checks rank, layout, dtype and values of an in-memory clip and returns `(channels, samples)` float32.
 
-    Accepts `(samples,)` or `(channels, samples)`; rejects `(samples, channels)` with a hint.
+    Accepts `(samples,)` or `(channels, samples)`; rejects `(samples, channels)` (more than `max_channels` rows) with
+    a hint, integer samples, empty clips and NaN/Inf.
     """
     audio = np.asarray(audio)
     if audio.ndim == 1:
         audio = audio[None]
     elif audio.ndim != 2:
-        raise ValueError(
-            f"audio must be 1-D (samples,) or 2-D (channels, samples), got shape {tuple(audio.shape)}."
-        )
+        raise ValueError(f"audio must be 1-D (samples,) or 2-D (channels, samples), got shape {tuple(audio.shape)}.")
     if audio.shape[0] > max_channels:
         raise ValueError(
             f"audio of shape {tuple(audio.shape)} has {audio.shape[0]} channels; arrays are (channels, samples). "
@@ -304,28 +356,54 @@ def as_channels_first(audio: np.ndarray, max_channels: int = 16) -> np.ndarray:
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
-__all__: Sequence[str] = [
-    "SAMPLE_RATE",
-    "N_FFT",
-    "HOP_LENGTH",
-    "load_audio",
-    "save_audio",
-    "audio_info",
-    "resample",
-    "check_sampling_rate",
-    "prevent_clipping",
-    "stft",
-    "istft",
-    "compress_spectrogram",
-    "decompress_spectrogram",
-    "complex_to_channels",
-    "channels_to_complex",
-    "to_spectrogram",
-    "to_waveform",
-    "pad_frames",
-    "window_starts",
-    "crossfade_weights",
-    "overlaps",
-    "pad_reflect",
-    "as_channels_first",
-]
+def as_mono(
+    audio: np.ndarray, name: str = "audio", *, dtype: type[np.floating] = np.float32, min_samples: int = 1
+) -> np.ndarray:
+    """Checks a one-channel waveform and returns it as a contiguous `(samples,)` array of `dtype`.
+
+    Args:
+        audio: `(samples,)` or `(1, samples)` float samples.
+        name: what the waveform is, for the error message (e.g. ``"reference (clean)"`` or a file name).
+        dtype: the float type of the result (metrics compute in float64).
+        min_samples: shorter waveforms are an error.
+
+    Raises:
+        ValueError: several channels, integer samples, fewer than `min_samples` samples, or NaN/Inf; one line that
+            starts with `name`.
+    """
+    x = np.asarray(audio)
+    if x.ndim == 2 and x.shape[0] == 1:
+        x = x[0]
+    if x.ndim != 1:
+        raise ValueError(
+            f"{name}: expected a 1-D waveform (samples,), got shape {tuple(x.shape)}. Average or select channels first."
+        )
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"{name}: expected float samples in [-1, 1], got dtype {x.dtype}.")
+    if x.size == 0:
+        raise ValueError(f"{name}: holds no samples.")
+    if x.size < min_samples:
+        raise ValueError(f"{name}: too short ({x.size} samples < {min_samples}).")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name}: contains NaN or Inf samples.")
+    return np.ascontiguousarray(x, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------------------------- levels
+
+
+def avoid_clipping(*signals: np.ndarray, peak: float = 0.99) -> tuple[np.ndarray, ...]:
+    """Scales all `signals` by one gain, so that the largest |sample| among them is `peak`, when it is above `peak`.
+
+    Never clips (that would add distortion the signals do not have) and never scales up; one gain for all keeps
+    their relation (a clean target stays the exact speech component of its noisy input).
+
+    Returns:
+        The signals themselves (the same objects) when none peaks above `peak`, else float32 copies times
+        ``float32(peak / largest peak)``.
+    """
+    top = max((float(np.max(np.abs(s))) if np.size(s) else 0.0 for s in signals), default=0.0)
+    if top <= peak:
+        return signals
+    gain = np.float32(peak / top)
+    return tuple((s * gain).astype(np.float32) for s in signals)

@@ -29,11 +29,11 @@ from __future__ import annotations
 import importlib
 import math
 import warnings
-from typing import Dict, Iterable, Optional, Sequence, Tuple
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from .audio import resample
+from .audio import as_mono, check_sampling_rate, resample
 
 __all__ = [
     "METRICS",
@@ -45,6 +45,7 @@ __all__ = [
     "dnsmos",
     "compute_metrics",
     "missing_packages",
+    "nanmean",
 ]
 
 PESQ_SAMPLE_RATE = 16000
@@ -52,16 +53,16 @@ DNSMOS_SAMPLE_RATE = 16000
 INSTALL_HINT = "pip install fuse-hf[metrics]"
 
 # Metric names accepted by `compute_metrics`, in reporting order.
-METRICS: Tuple[str, ...] = ("pesq", "estoi", "si_sdr", "dnsmos")
+METRICS: tuple[str, ...] = ("pesq", "estoi", "si_sdr", "dnsmos")
 # Keys each metric contributes to the flat result dict of `compute_metrics`.
-METRIC_KEYS: Dict[str, Tuple[str, ...]] = {
+METRIC_KEYS: dict[str, tuple[str, ...]] = {
     "pesq": ("pesq",),
     "estoi": ("estoi",),
     "si_sdr": ("si_sdr",),
     "dnsmos": ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl"),
 }
 # Python packages (import names) each metric needs beyond numpy.
-_REQUIRED_PACKAGES: Dict[str, Tuple[str, ...]] = {
+_REQUIRED_PACKAGES: dict[str, tuple[str, ...]] = {
     "pesq": ("pesq",),
     "estoi": ("pystoi",),
     "si_sdr": (),
@@ -75,38 +76,12 @@ _WARNED_MISSING: set = set()
 # ----------------------------------------------------------------------------------------------
 # input checks
 # ----------------------------------------------------------------------------------------------
-def _as_mono(audio, name: str) -> np.ndarray:
-    """Return ``audio`` as a 1-D float64 array; accept ``(samples,)`` or ``(1, samples)``."""
-    x = np.asarray(audio)
-    if x.ndim == 2 and x.shape[0] == 1:
-        x = x[0]
-    if x.ndim != 1:
-        raise ValueError(
-            f"{name}: expected a 1-D waveform (samples,), got shape {tuple(x.shape)}. "
-            "Average or select channels first."
-        )
-    if not np.issubdtype(x.dtype, np.floating) and not np.issubdtype(x.dtype, np.integer):
-        raise ValueError(f"{name}: expected a float waveform, got dtype {x.dtype}.")
-    x = x.astype(np.float64, copy=False)
-    if x.size == 0:
-        raise ValueError(f"{name}: the waveform is empty.")
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"{name}: the waveform contains NaN or Inf values. Check the model output.")
-    return x
-
-
-def _align(ref, est) -> Tuple[np.ndarray, np.ndarray]:
-    """Check both waveforms and crop them to the shorter length (samples)."""
-    ref = _as_mono(ref, "reference (clean)")
-    est = _as_mono(est, "estimate (enhanced)")
+def _align(ref, est) -> tuple[np.ndarray, np.ndarray]:
+    """Check both waveforms and crop them to the shorter length; float64 `(samples,)` each."""
+    ref = as_mono(ref, "reference (clean)", dtype=np.float64)
+    est = as_mono(est, "estimate (enhanced)", dtype=np.float64)
     n = min(ref.size, est.size)
     return ref[:n], est[:n]
-
-
-def _check_sr(sr) -> int:
-    if not isinstance(sr, (int, np.integer)) or sr <= 0:
-        raise ValueError(f"sample rate: expected a positive integer in Hz, got {sr!r}.")
-    return int(sr)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -150,7 +125,7 @@ def pesq_wb(ref, est, sr: int = PESQ_SAMPLE_RATE) -> float:
         The PESQ-WB score, or ``nan`` (with a warning) when PESQ finds no speech in the
         reference or the input is too short (under about 0.25 s).
     """
-    sr = _check_sr(sr)
+    sr = check_sampling_rate(sr, "sr")
     ref, est = _align(ref, est)
     pesq_module = importlib.import_module("pesq")
     ref = resample(ref, sr, PESQ_SAMPLE_RATE)
@@ -182,7 +157,7 @@ def estoi(ref, est, sr: int) -> float:
         ESTOI (about 0 .. 1, higher is better), or ``nan`` (with a warning) when fewer than
         30 non-silent 25.6 ms frames remain (about 0.4 s of speech).
     """
-    sr = _check_sr(sr)
+    sr = check_sampling_rate(sr, "sr")
     ref, est = _align(ref, est)
     stoi = importlib.import_module("pystoi").stoi
     with warnings.catch_warnings(record=True) as caught:
@@ -205,7 +180,7 @@ def _dnsmos_module():
     return importlib.import_module("speechmos.dnsmos")
 
 
-def dnsmos(est, sr: int) -> Dict[str, float]:
+def dnsmos(est, sr: int) -> dict[str, float]:
     """Non-intrusive DNSMOS P.835 scores (Reddy et al., 2022) via the ``speechmos`` package.
 
     The ONNX sessions are created on the first call and reused (``speechmos`` caches them in a
@@ -222,8 +197,8 @@ def dnsmos(est, sr: int) -> Dict[str, float]:
         ``{"SIG": speech quality, "BAK": background-noise quality, "OVRL": overall}``,
         each a MOS between 1 and 5.
     """
-    sr = _check_sr(sr)
-    x = _as_mono(est, "estimate (enhanced)")
+    sr = check_sampling_rate(sr, "sr")
+    x = as_mono(est, "estimate (enhanced)", dtype=np.float64)
     module = _dnsmos_module()
     x = resample(x, sr, DNSMOS_SAMPLE_RATE)
     peak = float(np.abs(x).max())
@@ -241,7 +216,7 @@ def dnsmos(est, sr: int) -> Dict[str, float]:
 # ----------------------------------------------------------------------------------------------
 # all together
 # ----------------------------------------------------------------------------------------------
-def missing_packages(metric: str) -> Tuple[str, ...]:
+def missing_packages(metric: str) -> tuple[str, ...]:
     """Import names of the packages ``metric`` needs that cannot be imported here."""
     if metric not in _REQUIRED_PACKAGES:
         raise ValueError(f"metric: unknown metric {metric!r}. Choose from {', '.join(METRICS)}.")
@@ -254,19 +229,21 @@ def missing_packages(metric: str) -> Tuple[str, ...]:
     return tuple(missing)
 
 
-def _check_metric_names(metrics: Iterable[str]) -> Tuple[str, ...]:
+def _check_metric_names(metrics: Iterable[str]) -> tuple[str, ...]:
     if isinstance(metrics, str):
         metrics = tuple(m.strip() for m in metrics.split(",") if m.strip())
     metrics = tuple(metrics)
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
-        raise ValueError(f"metrics: unknown metric(s) {', '.join(map(repr, unknown))}. Choose from {', '.join(METRICS)}.")
+        raise ValueError(
+            f"metrics: unknown metric(s) {', '.join(map(repr, unknown))}. Choose from {', '.join(METRICS)}."
+        )
     if not metrics:
         raise ValueError(f"metrics: no metric requested. Choose from {', '.join(METRICS)}.")
     return metrics
 
 
-def available_metrics(metrics: Sequence[str] = METRICS) -> Tuple[str, ...]:
+def available_metrics(metrics: Sequence[str] = METRICS) -> tuple[str, ...]:
     """The subset of ``metrics`` whose packages import; warn once per missing package.
 
     Args:
@@ -299,8 +276,8 @@ def compute_metrics(
     enhanced,
     sr: int,
     metrics: Sequence[str] = METRICS,
-    enhanced_sr: Optional[int] = None,
-) -> Dict[str, float]:
+    enhanced_sr: int | None = None,
+) -> dict[str, float]:
     """Score one enhanced waveform against its clean reference.
 
     Lengths are aligned by cropping to the shorter signal. Metrics whose package is missing are
@@ -317,14 +294,14 @@ def compute_metrics(
         A flat dict with, for the metrics that ran: ``pesq``, ``estoi``, ``si_sdr`` (dB),
         ``dnsmos_sig``, ``dnsmos_bak``, ``dnsmos_ovrl``. Unscorable values are ``nan``.
     """
-    sr = _check_sr(sr)
-    if enhanced_sr is not None and _check_sr(enhanced_sr) != sr:
+    sr = check_sampling_rate(sr, "sr")
+    if enhanced_sr is not None and check_sampling_rate(enhanced_sr, "enhanced_sr") != sr:
         raise ValueError(
             f"sample rate: clean is {sr} Hz but enhanced is {enhanced_sr} Hz. "
             "Resample the enhanced audio to the clean rate first."
         )
     clean, enhanced = _align(clean, enhanced)
-    results: Dict[str, float] = {}
+    results: dict[str, float] = {}
     for metric in available_metrics(metrics):
         if metric == "pesq":
             results["pesq"] = pesq_wb(clean, enhanced, sr)
@@ -336,3 +313,13 @@ def compute_metrics(
             mos = dnsmos(enhanced, sr)
             results.update(dnsmos_sig=mos["SIG"], dnsmos_bak=mos["BAK"], dnsmos_ovrl=mos["OVRL"])
     return results
+
+
+def nanmean(values: Iterable[float | None]) -> float:
+    """Mean of the finite values, or nan when there are none.
+
+    None, NaN and +-Inf are left out: a file a metric could not score (PESQ without speech, ESTOI on a clip too short)
+    must not drag the mean of a folder or a benchmark table. The mean is numpy's (pairwise sum over the values kept).
+    """
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan

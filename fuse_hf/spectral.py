@@ -1,0 +1,177 @@
+"""The spectral front end of FUSE: the compressed STFT and its exact inverse.
+
+Spectra follow sgmse: a periodic Hann STFT with ``n_fft=510`` (256 bins) and ``hop_length=128`` (8 ms at 16 kHz),
+normalised, then magnitude compression ``0.15 * |X| ** 0.5`` with the phase kept. A complex spectrum is handed to
+the VAE as two real channels ``(batch, 2, freq, frames)``; the magnitude representation is one channel
+``(batch, 1, freq, frames)`` and borrows its phase from the noisy input at synthesis.
+
+These settings are saved with a model, in its VAE's config ([`SpectralAutoencoderKL`]); the constants below are
+the defaults (the values fuse-small was trained with) and every function takes them as keyword arguments.
+:func:`spectral_settings` reads them from a config.
+
+This module imports only torch, so that it travels with the pipeline as Hub remote code.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+SAMPLE_RATE = 16000
+N_FFT = 510
+HOP_LENGTH = 128
+WINDOW = "hann"
+NUM_FREQ_BINS = N_FFT // 2 + 1  # 256
+SPEC_FACTOR = 0.15
+SPEC_EXPONENT = 0.5
+REPRESENTATIONS = ("complex", "magnitude")
+# Periodic windows, as an STFT wants them (a symmetric one would not overlap-add to a constant).
+WINDOWS = {"hann": torch.hann_window, "hamming": torch.hamming_window, "blackman": torch.blackman_window}
+# The keyword arguments of `to_spectrogram`/`to_waveform` that describe the front end, with their defaults.
+SPECTRAL_DEFAULTS: dict[str, Any] = {
+    "n_fft": N_FFT,
+    "hop_length": HOP_LENGTH,
+    "window": WINDOW,
+    "compression_exponent": SPEC_EXPONENT,
+    "compression_factor": SPEC_FACTOR,
+}
+
+
+def spectral_settings(config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The front-end keyword arguments (`n_fft`, `hop_length`, `window`, `compression_exponent`,
+    `compression_factor`) found in `config` (a VAE config or any mapping), the defaults for those it lacks."""
+    config = config or {}
+    return {name: config.get(name, default) for name, default in SPECTRAL_DEFAULTS.items()}
+
+
+def analysis_window(
+    name: str, n_fft: int, device: torch.device | None = None, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """The periodic window `name` (one of `WINDOWS`) of `n_fft` samples."""
+    if name not in WINDOWS:
+        raise ValueError(f"window must be one of {tuple(WINDOWS)}, got {name!r}.")
+    return WINDOWS[name](n_fft, periodic=True, device=device, dtype=dtype)
+
+
+def stft(
+    waveform: torch.Tensor, n_fft: int = N_FFT, hop_length: int = HOP_LENGTH, window: str = WINDOW
+) -> torch.Tensor:
+    """Complex STFT of `(batch, samples)` audio -> `(batch, n_fft // 2 + 1, frames)`, frames = samples // hop + 1
+    (centred frames, energy-normalised)."""
+    weights = analysis_window(window, n_fft, device=waveform.device, dtype=waveform.dtype)
+    return torch.stft(waveform, n_fft, hop_length, window=weights, center=True, normalized=True, return_complex=True)
+
+
+def istft(
+    spec: torch.Tensor, length: int, n_fft: int = N_FFT, hop_length: int = HOP_LENGTH, window: str = WINDOW
+) -> torch.Tensor:
+    """Inverse of :func:`stft`: `(batch, n_fft // 2 + 1, frames)` complex -> `(batch, length)` samples."""
+    weights = analysis_window(window, n_fft, device=spec.device, dtype=spec.real.dtype)
+    return torch.istft(spec, n_fft, hop_length, window=weights, center=True, normalized=True, length=length)
+
+
+def compress_spectrogram(
+    spec: torch.Tensor, exponent: float = SPEC_EXPONENT, factor: float = SPEC_FACTOR
+) -> torch.Tensor:
+    """Magnitude compression `factor * |X| ** exponent`, phase kept; lifts quiet speech harmonics out of the floor."""
+    magnitude = spec.abs()
+    return factor * magnitude.pow(exponent) * torch.exp(1j * spec.angle())
+
+
+def decompress_spectrogram(
+    spec: torch.Tensor, exponent: float = SPEC_EXPONENT, factor: float = SPEC_FACTOR
+) -> torch.Tensor:
+    """Inverse of :func:`compress_spectrogram`."""
+    magnitude = (spec.abs() / factor).pow(1.0 / exponent)
+    return magnitude * torch.exp(1j * spec.angle())
+
+
+def complex_to_channels(spec: torch.Tensor) -> torch.Tensor:
+    """`(batch, freq, frames)` complex -> `(batch, 2, freq, frames)` real (real, imaginary)."""
+    return torch.stack([spec.real, spec.imag], dim=1)
+
+
+def channels_to_complex(channels: torch.Tensor) -> torch.Tensor:
+    """`(batch, 2, freq, frames)` real -> `(batch, freq, frames)` complex."""
+    return torch.complex(channels[:, 0].float(), channels[:, 1].float())
+
+
+def to_spectrogram(
+    waveform: torch.Tensor,
+    representation: str = "complex",
+    input_scale: float = 1.0,
+    *,
+    n_fft: int = N_FFT,
+    hop_length: int = HOP_LENGTH,
+    window: str = WINDOW,
+    compression_exponent: float = SPEC_EXPONENT,
+    compression_factor: float = SPEC_FACTOR,
+):
+    """Waveform -> the VAE's input representation, normalised by `input_scale`.
+
+    Args:
+        waveform: `(batch, samples)` float at the model's sample rate.
+        representation: ``"complex"`` -> `(batch, 2, freq, frames)`; ``"magnitude"`` -> `(batch, 1, freq, frames)`,
+            with freq = n_fft // 2 + 1 and frames = samples // hop_length + 1.
+        input_scale: divides the compressed values (a few hundredths raw) to about unit spread.
+        n_fft, hop_length, window, compression_exponent, compression_factor: the front end (:func:`stft`,
+            :func:`compress_spectrogram`); a model's own are `spectral_settings(vae.config)`.
+
+    Returns:
+        `(features, compressed)`: the model input and the compressed complex spectrum `(batch, freq, frames)`
+        whose phase :func:`to_waveform` reuses for the magnitude representation.
+    """
+    spec = stft(waveform, n_fft, hop_length, window)
+    compressed = compress_spectrogram(spec, compression_exponent, compression_factor)
+    if representation == "complex":
+        features = complex_to_channels(compressed)
+    elif representation == "magnitude":
+        features = compressed.abs().unsqueeze(1)
+    else:
+        raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {representation!r}.")
+    return features / input_scale, compressed
+
+
+def to_waveform(
+    features: torch.Tensor,
+    length: int,
+    representation: str = "complex",
+    input_scale: float = 1.0,
+    phase_from: torch.Tensor | None = None,
+    *,
+    n_fft: int = N_FFT,
+    hop_length: int = HOP_LENGTH,
+    window: str = WINDOW,
+    compression_exponent: float = SPEC_EXPONENT,
+    compression_factor: float = SPEC_FACTOR,
+) -> torch.Tensor:
+    """Inverse of :func:`to_spectrogram`: model-domain spectrogram -> `(batch, length)` waveform.
+
+    For ``"magnitude"``, `phase_from` (a compressed complex spectrum `(batch, freq, frames)`, usually the noisy
+    input's) supplies the phase; negative magnitudes predicted by the decoder are clipped to zero. The front-end
+    keywords must be those the spectrogram was made with.
+    """
+    features = features.float() * input_scale
+    if representation == "complex":
+        compressed = channels_to_complex(features)
+    elif representation == "magnitude":
+        if phase_from is None:
+            raise ValueError("the magnitude representation needs `phase_from` (the noisy compressed spectrum).")
+        magnitude = features[:, 0].clamp_min(0.0)
+        compressed = magnitude * torch.exp(1j * phase_from.angle())
+    else:
+        raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {representation!r}.")
+    spec = decompress_spectrogram(compressed, compression_exponent, compression_factor)
+    return istft(spec, length, n_fft, hop_length, window)
+
+
+def pad_frames(spec: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Zero-pads the last (frames) axis up to a multiple of `multiple` (AutoencoderKL drops odd frames)."""
+    frames = spec.shape[-1]
+    target = int(math.ceil(frames / multiple) * multiple)
+    if target == frames:
+        return spec
+    return torch.nn.functional.pad(spec, (0, target - frames))
