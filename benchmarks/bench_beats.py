@@ -3,7 +3,7 @@
 Each case (configuration x input length) runs in its own subprocess, so that its peak resident memory
 (``ru_maxrss``) is its own; weights are random (the time and memory do not depend on their values).
 
-    python benchmarks/bench_beats.py --out beats_bench.json
+    python -m benchmarks.bench_beats --out beats_bench.json
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import statistics
 import subprocess
 import sys
 import time
+
+from .common import REPO, write_json
 
 CONFIGS = {
     # BEATs_iter3.pt: 12 layers x 768, 90 M parameters.
@@ -54,12 +56,12 @@ def run_case(config_name: str, seconds: float, repeats: int, threads: int) -> di
     """Times `encode_tokens` on one `(1, seconds * 16000)` input; runs in the child process."""
     import torch
 
-    from fuse_hf.models.beats import BEATsModel
+    from fuse_hf.factory import make_conditioner
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     rss_before_model = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    model = BEATsModel(**CONFIGS[config_name]).eval()
+    model = make_conditioner(**CONFIGS[config_name]).eval()
     waveform = 0.1 * torch.randn(1, int(seconds * 16000))
     times = []
     with torch.inference_mode():
@@ -101,9 +103,9 @@ def main(argv=None) -> int:
         for seconds in args.durations:
             # Long inputs are slow on the full model: fewer repeats keep the run in minutes.
             repeats = args.repeats if seconds <= 10 else max(1, min(args.repeats, 3))
-            command = [sys.executable, __file__, "--_case", name, str(seconds)]
+            command = [sys.executable, "-m", __spec__.name, "--_case", name, str(seconds)]
             command += ["--repeats", str(repeats), "--threads", str(args.threads)]
-            child = subprocess.run(command, capture_output=True, text=True, check=False)
+            child = subprocess.run(command, capture_output=True, text=True, check=False, cwd=REPO)
             if child.returncode != 0:
                 print(f"{name} {seconds:g} s failed:\n{child.stderr}", file=sys.stderr)
                 return 1
@@ -119,8 +121,7 @@ def main(argv=None) -> int:
         )
     if args.out:
         meta = {"python": platform.python_version(), "machine": platform.machine(), "threads": args.threads}
-        with open(args.out, "w") as handle:
-            json.dump({"meta": meta, "results": results}, handle, indent=2)
+        write_json(args.out, {"meta": meta, "results": results})
     return 0
 
 

@@ -4,7 +4,7 @@ The BEATs issue (section 3) asks for a probe on held-out mixtures, pre-trained v
 random weights. This script builds a fixed, seeded set of noisy mixtures from the corpus *valid* splits only
 (valid speech; valid noise recordings or synthetic white/pink/babble noise; SNR -5..20 dB), extracts frozen
 features per 160 ms patch row, and fits closed-form ridge probes
-(:func:`fuse_hf.models.beats_pretraining.fit_linear_probe`) for
+(:func:`benchmarks.linear_probe.fit_linear_probe`) for
 
 * ``vad``: row-level speech / non-speech, the label being "clean-speech energy of the row above
   ``--vad_threshold_db`` (-40 dB) relative to the clip's loudest row";
@@ -24,7 +24,7 @@ It also reports the masked-token accuracy curve of pre-training (from the run's 
 beside two references computed here with the same frozen tokenizer: chance (1/1024) and "always predict the
 most frequent token".
 
-    nice -n 10 python benchmarks/bench_beats_probe.py --out benchmarks/results/beats_probe.json
+    nice -n 10 python -m benchmarks.bench_beats_probe --out benchmarks/results/beats_probe.json
 """
 
 from __future__ import annotations
@@ -34,19 +34,17 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Dict, List
 
 import numpy as np
 import torch
 
-from fuse_hf.data import list_audio_files, make_validation_pairs
-from fuse_hf.models.beats import BEATsModel
-from fuse_hf.models.beats_pretraining import (
-    RandomProjectionTokenizer,
-    fit_linear_probe,
-    probe_features,
-    row_targets_from_samples,
-)
+from fuse_hf.audio import list_audio_files
+from fuse_hf.data import make_validation_pairs
+from fuse_hf.models.beats import BEATsConfig, BEATsModel
+from fuse_hf.models.beats_pretraining import RandomProjectionTokenizer
+
+from .common import DEFAULT_CORPUS, RESULTS_DIR, write_json
+from .linear_probe import fit_linear_probe, probe_features, row_targets_from_samples
 
 PATCH = 16  # fbank frames (and mel bins) per patch; one row = 16 frames = 160 ms
 ROW_HOP = 2560  # samples between rows (16 frames x 10 ms)
@@ -57,9 +55,12 @@ SNR_CLIP_DB = (-20.0, 30.0)
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--conditioner", default="pipelines/fuse-small/conditioner", help="pre-trained BEATs folder")
-    parser.add_argument("--corpus", default=str(Path("~/.cache/fuse-corpus").expanduser()))
-    parser.add_argument("--history", default="/tmp/gpu1/beats/validation_history.jsonl",
-                        help="pre-training validation history (masked-token accuracy); skipped if missing")
+    parser.add_argument("--corpus", default=str(DEFAULT_CORPUS))
+    parser.add_argument(
+        "--history",
+        default="/tmp/gpu1/beats/validation_history.jsonl",
+        help="pre-training validation history (masked-token accuracy); skipped if missing",
+    )
     parser.add_argument("--num_mixtures", type=int, default=104, help="one per valid speech file by default")
     parser.add_argument("--seconds", type=float, default=4.0, help="mixture length (short files are zero-padded)")
     parser.add_argument("--seed", type=int, default=1234)
@@ -67,21 +68,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--vad_threshold_db", type=float, default=-40.0)
     parser.add_argument("--ridge", type=float, default=1e-2, help="fit_linear_probe's ridge (relative to rows)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default="benchmarks/results/beats_probe.json")
+    parser.add_argument("--out", default=str(RESULTS_DIR / "beats_probe.json"))
     return parser.parse_args(argv)
 
 
 # ------------------------------------------------------------------------------------------------ data
 
 
-def build_mixtures(corpus: Path, n: int, seconds: float, seed: int) -> List[Dict]:
+def build_mixtures(corpus: Path, n: int, seconds: float, seed: int) -> list[dict]:
     """Seeded noisy/clean pairs from the valid splits only, each tagged with its speech file index."""
     speech = list_audio_files(corpus / "speech" / "valid")
     noise = list_audio_files(corpus / "noise" / "valid")
     if not speech:
         raise ValueError(f"corpus: no valid speech under {corpus / 'speech' / 'valid'}. Build the corpus first.")
-    pairs = make_validation_pairs(speech, noise, n, int(seconds * 16000), seed=seed, snr_db=(-5.0, 20.0),
-                                  synthetic_noises=("white", "pink", "babble"))
+    pairs = make_validation_pairs(
+        speech,
+        noise,
+        n,
+        int(seconds * 16000),
+        seed=seed,
+        snr_db=(-5.0, 20.0),
+        synthetic_noises=("white", "pink", "babble"),
+    )
     for i, pair in enumerate(pairs):
         # make_validation_pairs uses file i * len // n (shifted past unreadable files; none in this corpus).
         pair["file_index"] = i * len(speech) // n
@@ -110,16 +118,23 @@ def fbank_row_features(model: BEATsModel, waveform: torch.Tensor) -> torch.Tenso
 # ------------------------------------------------------------------------------------------------ probes
 
 
-def run_probes(features: torch.Tensor, speech: torch.Tensor, snr: torch.Tensor, utt_snr: torch.Tensor,
-               train: torch.Tensor, ridge: float) -> Dict[str, Dict[str, float]]:
+def run_probes(
+    features: torch.Tensor,
+    speech: torch.Tensor,
+    snr: torch.Tensor,
+    utt_snr: torch.Tensor,
+    train: torch.Tensor,
+    ridge: float,
+) -> dict[str, dict[str, float]]:
     """One fold. features `(clips, rows, dim)`; speech/snr `(clips, rows)`; utt_snr `(clips,)`; train `(clips,)` bool
     (probe-train clips; the others are probe-test)."""
     test = ~train
     dim = features.shape[-1]
     out = {}
     x_tr, x_te = features[train].reshape(-1, dim), features[test].reshape(-1, dim)
-    out["vad"] = fit_linear_probe(x_tr, speech[train].reshape(-1).long(), x_te, speech[test].reshape(-1).long(),
-                                  "classification", ridge)
+    out["vad"] = fit_linear_probe(
+        x_tr, speech[train].reshape(-1).long(), x_te, speech[test].reshape(-1).long(), "classification", ridge
+    )
 
     s_tr, s_te = snr[train].reshape(-1), snr[test].reshape(-1)
     keep_tr, keep_te = ~torch.isnan(s_tr), ~torch.isnan(s_te)
@@ -136,7 +151,7 @@ def run_probes(features: torch.Tensor, speech: torch.Tensor, snr: torch.Tensor, 
     return out
 
 
-def token_references(waveforms: torch.Tensor, model: BEATsModel) -> Dict[str, float]:
+def token_references(waveforms: torch.Tensor, model: BEATsModel) -> dict[str, float]:
     """Accuracy of "always the most frequent token" for the pre-training tokenizer (codebook 1024, seed 0)."""
     tokenizer = RandomProjectionTokenizer(PATCH, 1024, 256, seed=0)
     labels = tokenizer(model.preprocess(waveforms)).reshape(-1)
@@ -148,7 +163,7 @@ def token_references(waveforms: torch.Tensor, model: BEATsModel) -> Dict[str, fl
     }
 
 
-def read_history(path: Path) -> List[Dict[str, float]]:
+def read_history(path: Path) -> list[dict[str, float]]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -157,7 +172,7 @@ def read_history(path: Path) -> List[Dict[str, float]]:
 # ------------------------------------------------------------------------------------------------ report
 
 
-def mean_of_folds(folds: List[Dict[str, Dict[str, float]]]) -> Dict[str, Dict[str, float]]:
+def mean_of_folds(folds: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
     """Averages each probe's figures over the folds, and keeps their spread (max - min) as ``<key>_spread``."""
     out = {}
     for task in folds[0]:
@@ -169,24 +184,32 @@ def mean_of_folds(folds: List[Dict[str, Dict[str, float]]]) -> Dict[str, Dict[st
     return out
 
 
-def print_table(results: Dict[str, Dict], counts: Dict[str, int]) -> None:
-    print(f"\n{counts['clips']} clips x {counts['rows_per_clip']} rows, split in two halves by speech file "
-          f"({counts['half_clips'][0]}/{counts['half_clips'][1]} clips); speech rows {counts['speech_rows']}, "
-          f"non-speech fraction {counts['nonspeech_fraction']:.2f}. Mean of the 2 folds (train on one half, test on "
-          "the other):")
-    header = (f"{'features':<22}{'dim':>5} | {'VAD acc':>8}{'bal.acc':>8} | {'row SNR R2':>11}{'RMSE dB':>9}"
-              f" | {'utt SNR R2':>11}{'RMSE dB':>9}")
+def print_table(results: dict[str, dict], counts: dict[str, int]) -> None:
+    print(
+        f"\n{counts['clips']} clips x {counts['rows_per_clip']} rows, split in two halves by speech file "
+        f"({counts['half_clips'][0]}/{counts['half_clips'][1]} clips); speech rows {counts['speech_rows']}, "
+        f"non-speech fraction {counts['nonspeech_fraction']:.2f}. Mean of the 2 folds (train on one half, test on "
+        "the other):"
+    )
+    header = (
+        f"{'features':<22}{'dim':>5} | {'VAD acc':>8}{'bal.acc':>8} | {'row SNR R2':>11}{'RMSE dB':>9}"
+        f" | {'utt SNR R2':>11}{'RMSE dB':>9}"
+    )
     print(header)
     print("-" * len(header))
     for name, r in results.items():
         dim, r = r["dim"], r["mean"]
-        print(f"{name:<22}{dim:>5} | {r['vad']['accuracy']:>8.3f}{r['vad']['balanced_accuracy']:>8.3f} | "
-              f"{r['row_snr']['r2']:>11.3f}{r['row_snr']['rmse_db']:>9.2f} | "
-              f"{r['utt_snr']['r2']:>11.3f}{r['utt_snr']['rmse_db']:>9.2f}")
+        print(
+            f"{name:<22}{dim:>5} | {r['vad']['accuracy']:>8.3f}{r['vad']['balanced_accuracy']:>8.3f} | "
+            f"{r['row_snr']['r2']:>11.3f}{r['row_snr']['rmse_db']:>9.2f} | "
+            f"{r['utt_snr']['r2']:>11.3f}{r['utt_snr']['rmse_db']:>9.2f}"
+        )
     first = next(iter(results.values()))["mean"]
-    print(f"{'(reference)':<22}{'':>5} | {first['vad']['chance']:>8.3f}{0.5:>8.3f} | {0.0:>11.3f}"
-          f"{first['row_snr']['target_std_db']:>9.2f} | {0.0:>11.3f}{first['utt_snr']['target_std_db']:>9.2f}"
-          "   (majority class; predict-the-mean)")
+    print(
+        f"{'(reference)':<22}{'':>5} | {first['vad']['chance']:>8.3f}{0.5:>8.3f} | {0.0:>11.3f}"
+        f"{first['row_snr']['target_std_db']:>9.2f} | {0.0:>11.3f}{first['utt_snr']['target_std_db']:>9.2f}"
+        "   (majority class; predict-the-mean)"
+    )
 
 
 def main(argv=None) -> int:
@@ -202,7 +225,7 @@ def main(argv=None) -> int:
 
     pretrained = BEATsModel.from_pretrained(args.conditioner).eval()
     torch.manual_seed(args.random_seed)
-    random_model = BEATsModel.from_config(BEATsModel.load_config(args.conditioner)).eval()
+    random_model = BEATsModel(BEATsConfig.from_pretrained(args.conditioner)).eval()
 
     feature_sets = {}
     with torch.inference_mode():
@@ -238,10 +261,12 @@ def main(argv=None) -> int:
         print("\nmasked-token accuracy on valid mixtures during pre-training (75% masked, 1024 tokens):")
         for h in history:
             print(f"  step {h['step']:>5}: accuracy {h['masked_accuracy']:.3f}, loss {h['masked_loss']:.3f}")
-    print(f"  references on these mixtures: chance {references['chance']:.4f}, always the most frequent token "
-          f"{references['most_frequent_token']:.3f} ({references['tokens_used']} of 1024 tokens used)")
+    print(
+        f"  references on these mixtures: chance {references['chance']:.4f}, always the most frequent token "
+        f"{references['most_frequent_token']:.3f} ({references['tokens_used']} of 1024 tokens used)"
+    )
 
-    noise_kinds: Dict[str, int] = {}
+    noise_kinds: dict[str, int] = {}
     for p in pairs:
         kind = p["name"].split("_")[-2]
         noise_kinds[kind] = noise_kinds.get(kind, 0) + 1
@@ -250,8 +275,12 @@ def main(argv=None) -> int:
         "conditioner": args.conditioner,
         "data": {
             "source": "corpus valid splits only (speech/valid, noise/valid, synthetic white/pink/babble)",
-            "mixtures": len(pairs), "seconds": args.seconds, "snr_db": [-5.0, 20.0], "seed": args.seed,
-            "level_dbfs": -25.0, "noise_kinds": noise_kinds,
+            "mixtures": len(pairs),
+            "seconds": args.seconds,
+            "snr_db": [-5.0, 20.0],
+            "seed": args.seed,
+            "level_dbfs": -25.0,
+            "noise_kinds": noise_kinds,
             "split": "by speech file (even / odd file index); fold 0 trains on even, fold 1 on odd",
             "row": "16 fbank frames = 160 ms hop, 175 ms span; features averaged over the 8 frequency patches",
             "vad_target": f"clean row energy > {args.vad_threshold_db} dB relative to the clip's loudest row",
@@ -265,9 +294,7 @@ def main(argv=None) -> int:
         "masked_token_accuracy": {"history": history, "history_file": args.history, **references},
         "seconds": time.perf_counter() - start,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    out = write_json(args.out, report)
     print(f"\nwrote {out} ({report['seconds']:.0f} s)")
     return 0
 

@@ -14,10 +14,10 @@ Without `--model` the bundled `fuse-small` pipeline is measured if installed; ot
 weights and realistic sizes (the "opt" sizes of shared/notes/cpu-budget.md), labelled as such in the table and JSON:
 its timings are those of a trained model of the same sizes, its output is not speech.
 
-Usage:
-    python benchmarks/bench_inference.py                                  # 4 s, 60 s, 10 min x 1, 6, 25 steps
-    python benchmarks/bench_inference.py --model random --durations 4 60 --steps 1 6 --out /tmp/inference.json
-    python benchmarks/bench_inference.py --model pipelines/fuse-small --device cuda
+Usage (from the repository root):
+    python -m benchmarks.bench_inference                                  # 4 s, 60 s, 10 min x 1, 6, 25 steps
+    python -m benchmarks.bench_inference --model random --durations 4 60 --steps 1 6 --out /tmp/inference.json
+    python -m benchmarks.bench_inference --model pipelines/fuse-small --device cuda
 """
 
 from __future__ import annotations
@@ -25,24 +25,29 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "inference.json"
+from .common import REPO, RESULTS_DIR, machine_info, write_json
+
+DEFAULT_OUT = RESULTS_DIR / "inference.json"
 LONG_INPUT_S = 300.0  # inputs at least this long are timed once: a 10 min case at 25 steps takes many minutes
 MEMORY_LIMIT_MB = 1500.0  # the design goal for a 10 min input on CPU
 
 # Random-weight fallback: the "opt" sizes of cpu-budget.md (VAE 32-64-128 without mid-block attention; UNet
 # 64-128-256-256, one layer per block, attention only in the two lowest levels; a 4-layer x 384 BEATs).
 RANDOM_VAE = dict(
-    representation="magnitude", block_out_channels=(32, 64, 128), latent_channels=8, norm_num_groups=32,
-    layers_per_block=1, mid_block_add_attention=False,
+    representation="magnitude",
+    block_out_channels=(32, 64, 128),
+    latent_channels=8,
+    norm_num_groups=32,
+    layers_per_block=1,
+    mid_block_add_attention=False,
 )
 RANDOM_UNET = dict(
     block_out_channels=(64, 128, 256, 256),
@@ -54,9 +59,19 @@ RANDOM_UNET = dict(
     norm_num_groups=32,
 )
 RANDOM_BEATS = dict(
-    input_patch_size=16, embed_dim=512, encoder_layers=4, encoder_embed_dim=384, encoder_ffn_embed_dim=1536,
-    encoder_attention_heads=6, conv_pos=128, conv_pos_groups=16, relative_position_embedding=True, num_buckets=320,
-    max_distance=800, gru_rel_pos=True, deep_norm=True,
+    input_patch_size=16,
+    embed_dim=512,
+    encoder_layers=4,
+    encoder_embed_dim=384,
+    encoder_ffn_embed_dim=1536,
+    encoder_attention_heads=6,
+    conv_pos=128,
+    conv_pos_groups=16,
+    relative_position_embedding=True,
+    num_buckets=320,
+    max_distance=800,
+    gru_rel_pos=True,
+    deep_norm=True,
 )
 RANDOM_LATENT_FRAMES = 64  # 256 STFT frames: 2.04 s windows, the training crop of configs/fuse-small
 RANDOM_LABEL = "RANDOM WEIGHTS (opt sizes from cpu-budget.md): timings only, the output is not speech"
@@ -78,24 +93,34 @@ def speech_like_signal(seconds: float, sampling_rate: int, seed: int = 0):
     return audio.astype(np.float32)
 
 
-def load_pipeline(model: Optional[str], seed: int):
-    """`(pipeline, description)`: the folder given, else the bundled model, else the random opt-size one."""
-    from fuse_hf.hub import bundled_model_path
-    from fuse_hf.pipelines.pipeline_fuse import FUSEPipeline
+def load_benchmark_pipeline(model: str | None, seed: int, device: str):
+    """`(pipeline on device, description)`: the folder or repo id given, else the bundled model
+    (`fuse_hf.hub.load_pipeline`), else (or with `random`) the random opt-size one."""
+    from fuse_hf.hub import bundled_model_path, load_pipeline
 
-    folder = None if model == "random" else (model or bundled_model_path())
-    if folder is not None:
-        return FUSEPipeline.from_pretrained(str(folder)), dict(source=str(folder), random_weights=False)
+    source = None if model == "random" else (model or bundled_model_path())
+    if source is not None:
+        return load_pipeline(source, device), dict(source=str(source), random_weights=False)
     from fuse_hf.factory import make_pipeline
 
-    pipe = make_pipeline(vae=RANDOM_VAE, unet=RANDOM_UNET, conditioner=RANDOM_BEATS,
-                         latent_frames=RANDOM_LATENT_FRAMES, seed=seed)
-    return pipe, dict(source="random", random_weights=True, label=RANDOM_LABEL,
-                      vae=RANDOM_VAE, unet=RANDOM_UNET, conditioner=RANDOM_BEATS, latent_frames=RANDOM_LATENT_FRAMES)
+    pipe = make_pipeline(
+        vae=RANDOM_VAE, unet=RANDOM_UNET, conditioner=RANDOM_BEATS, latent_frames=RANDOM_LATENT_FRAMES, seed=seed
+    )
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, dict(
+        source="random",
+        random_weights=True,
+        label=RANDOM_LABEL,
+        vae=RANDOM_VAE,
+        unet=RANDOM_UNET,
+        conditioner=RANDOM_BEATS,
+        latent_frames=RANDOM_LATENT_FRAMES,
+    )
 
 
 def resolved_precision(pipe, device: str) -> str:
-    """"fp32" or "bf16": what the pipeline's autocast really does on this device (older pipelines: fp32)."""
+    """ "fp32" or "bf16": what the pipeline's autocast really does on this device (older pipelines: fp32)."""
     import torch
 
     if not hasattr(pipe, "_autocast"):
@@ -109,17 +134,16 @@ def current_rss_mb() -> float:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def run_case(spec: Dict[str, Any]) -> Dict[str, Any]:
+def run_case(spec: dict[str, Any]) -> dict[str, Any]:
     """Times `pipe(audio)` for one case; runs inside its own process (see `main`)."""
     import torch
 
-    from fuse_hf.audio import SAMPLE_RATE, window_starts
+    from fuse_hf.spectral import SAMPLE_RATE
+    from fuse_hf.windows import window_starts
 
     torch.set_num_threads(spec["threads"])
     started = time.perf_counter()
-    pipe, model_info = load_pipeline(spec["model"], spec["seed"])
-    pipe.to(spec["device"])
-    pipe.set_progress_bar_config(disable=True)
+    pipe, model_info = load_benchmark_pipeline(spec["model"], spec["seed"], spec["device"])
     if hasattr(pipe, "set_precision"):
         pipe.set_precision(spec.get("precision", "auto"))
     if spec.get("vae_slicing"):
@@ -131,8 +155,13 @@ def run_case(spec: Dict[str, Any]) -> Dict[str, Any]:
     audio = speech_like_signal(spec["duration_s"], rate)
 
     def call(clip, steps):
-        out = pipe(clip, sampling_rate=rate, num_inference_steps=steps, batch_size=spec["batch_size"],
-                   generator=torch.Generator().manual_seed(spec["seed"]))
+        out = pipe(
+            clip,
+            sampling_rate=rate,
+            num_inference_steps=steps,
+            batch_size=spec["batch_size"],
+            generator=torch.Generator().manual_seed(spec["seed"]),
+        )
         if is_cuda:
             torch.cuda.synchronize()
         return out.audios
@@ -141,7 +170,7 @@ def run_case(spec: Dict[str, Any]) -> Dict[str, Any]:
     rss_before_mb = current_rss_mb()
     if is_cuda:
         torch.cuda.reset_peak_memory_stats()
-    times: List[float] = []
+    times: list[float] = []
     for _ in range(spec["repeats"]):
         begin = time.perf_counter()
         enhanced = call(audio, spec["steps"])
@@ -175,37 +204,12 @@ def run_case(spec: Dict[str, Any]) -> Dict[str, Any]:
 # ---------------------------------------------------------------------------------------- the driver
 
 
-def machine_info() -> Dict[str, Any]:
-    import torch
-
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory_gb = None
-    try:
-        memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    except (ValueError, OSError):
-        pass
-    info = dict(
-        cpu=cpu, cores=os.cpu_count(), memory_gb=memory_gb, python=platform.python_version(),
-        torch=torch.__version__, platform=platform.platform(), load_average_start=os.getloadavg(),
-    )
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
-
-def spawn(spec: Dict[str, Any], timeout: float) -> Dict[str, Any]:
+def spawn(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
     """Runs one case in a fresh interpreter and returns its JSON result (or an error record)."""
     env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]), MKL_NUM_THREADS=str(spec["threads"]))
-    command = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
+    command = [sys.executable, "-m", __spec__.name, "--worker", json.dumps(spec)]
     try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
     except subprocess.TimeoutExpired:
         return dict(duration_s=spec["duration_s"], steps=spec["steps"], error=f"timed out after {timeout:.0f} s")
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
@@ -219,14 +223,14 @@ def format_duration(seconds: float) -> str:
     return f"{seconds / 60:g} min" if seconds >= 60 and seconds % 60 == 0 and seconds > 60 else f"{seconds:g} s"
 
 
-def print_row(case: Dict[str, Any]) -> None:
+def print_row(case: dict[str, Any]) -> None:
     head = f"| {format_duration(case['duration_s']):>8} | {case['steps']:>5} |"
     if "error" in case:
         print(f"{head} {case['error']}", flush=True)
         return
     print(
-        f"{head} {case['precision']:>4} | {case['windows']:>7} | {case['repeats']:>3} | {case['wall_s']:>9.2f} | {case['rtf']:>6.3f} | "
-        f"{case['rss_after_load_mb']:>10.0f} | {case['peak_rss_mb']:>8.0f} |",
+        f"{head} {case['precision']:>4} | {case['windows']:>7} | {case['repeats']:>3} | {case['wall_s']:>9.2f} | "
+        f"{case['rtf']:>6.3f} | {case['rss_after_load_mb']:>10.0f} | {case['peak_rss_mb']:>8.0f} |",
         flush=True,
     )
 
@@ -236,20 +240,34 @@ def parse_args(argv=None) -> argparse.Namespace:
         description="Real-time factor and peak memory of FUSEPipeline per input length and step count.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--model", default=None,
-                        help="pipeline folder, or `random` for RANDOM weights with the opt sizes "
-                             "(default: the bundled model, else random)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="pipeline folder, or `random` for RANDOM weights with the opt sizes "
+        "(default: the bundled model, else random)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads per case")
     parser.add_argument("--durations", type=float, nargs="+", default=[4.0, 60.0, 600.0], help="input seconds")
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 6, 25], help="DDIM steps")
     parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
     parser.add_argument("--device", default="cpu", help="torch device")
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                        help="VAE/UNet arithmetic (FUSEPipeline.set_precision): auto = bf16 where the hardware has it")
-    parser.add_argument("--vae-slicing", action="store_true",
-                        help="VAE encodes/decodes one window at a time (lower peak memory; the UNet still batches)")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help=f"timed calls per case (median); 1 for inputs of {LONG_INPUT_S:g} s or more")
+    parser.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="VAE/UNet arithmetic (FUSEPipeline.set_precision): auto = bf16 where the hardware has it",
+    )
+    parser.add_argument(
+        "--vae-slicing",
+        action="store_true",
+        help="VAE encodes/decodes one window at a time (lower peak memory; the UNet still batches)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help=f"timed calls per case (median); 1 for inputs of {LONG_INPUT_S:g} s or more",
+    )
     parser.add_argument("--sampling-rate", type=int, default=16000, help="sample rate of the test signal in Hz")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and of the noise")
     parser.add_argument("--case-timeout", type=float, default=3600.0, help="seconds before a case is abandoned")
@@ -269,23 +287,43 @@ def main(argv=None) -> int:
         print(f"bench_inference: error: --model {model}: no such folder.", file=sys.stderr)
         return 1
     machine = machine_info()
-    results: Dict[str, Any] = dict(
-        benchmark="inference", machine=machine, command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        settings=dict(threads=args.threads, batch_size=args.batch_size, device=args.device, repeats=args.repeats,
-                      vae_slicing=args.vae_slicing, precision=args.precision,
-                      sampling_rate=args.sampling_rate, seed=args.seed),
+    results: dict[str, Any] = dict(
+        benchmark="inference",
+        machine=machine,
+        command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        settings=dict(
+            threads=args.threads,
+            batch_size=args.batch_size,
+            device=args.device,
+            repeats=args.repeats,
+            vae_slicing=args.vae_slicing,
+            precision=args.precision,
+            sampling_rate=args.sampling_rate,
+            seed=args.seed,
+        ),
         cases=[],
     )
-    print(f"machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, "
-          f"load average {machine['load_average_start'][0]:.1f}; {args.threads} threads, batch {args.batch_size}, "
-          f"device {args.device}, precision {args.precision}{', VAE slicing' if args.vae_slicing else ''}")
+    print(
+        f"machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, "
+        f"load average {machine['load_average_start'][0]:.1f}; {args.threads} threads, batch {args.batch_size}, "
+        f"device {args.device}, precision {args.precision}{', VAE slicing' if args.vae_slicing else ''}"
+    )
     header_printed = False
     for duration in sorted(args.durations):
         for steps in sorted(args.steps):
-            spec = dict(model=model, duration_s=duration, steps=steps, threads=args.threads, device=args.device,
-                        batch_size=args.batch_size, sampling_rate=args.sampling_rate, seed=args.seed,
-                        vae_slicing=args.vae_slicing, precision=args.precision,
-                        repeats=1 if duration >= LONG_INPUT_S else args.repeats)
+            spec = dict(
+                model=model,
+                duration_s=duration,
+                steps=steps,
+                threads=args.threads,
+                device=args.device,
+                batch_size=args.batch_size,
+                sampling_rate=args.sampling_rate,
+                seed=args.seed,
+                vae_slicing=args.vae_slicing,
+                precision=args.precision,
+                repeats=1 if duration >= LONG_INPUT_S else args.repeats,
+            )
             case = spawn(spec, args.case_timeout)
             if not header_printed and "model" in case:
                 info = case["model"]
@@ -299,8 +337,7 @@ def main(argv=None) -> int:
             case.pop("model", None)
             results["cases"].append(case)
             print_row(case)
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(results, indent=2))  # after every case: partial runs keep their data
+            write_json(args.out, results)  # after every case: partial runs keep their data
 
     machine["load_average_end"] = os.getloadavg()
     ok = [c for c in results["cases"] if "error" not in c]
@@ -308,14 +345,19 @@ def main(argv=None) -> int:
         peaks = {c["duration_s"]: max(d["peak_rss_mb"] for d in ok if d["duration_s"] == c["duration_s"]) for c in ok}
         shortest, longest = min(peaks), max(peaks)
         verdict = "OK" if args.device != "cpu" or peaks[longest] < MEMORY_LIMIT_MB else "OVER the design goal"
-        results["memory"] = dict(peak_rss_mb_by_duration=peaks, limit_mb=MEMORY_LIMIT_MB,
-                                 growth_mb=peaks[longest] - peaks[shortest], verdict=verdict)
-        print(f"\npeak RSS {peaks[shortest]:.0f} MB at {format_duration(shortest)}, {peaks[longest]:.0f} MB at "
-              f"{format_duration(longest)} (+{peaks[longest] - peaks[shortest]:.0f} MB); design goal: < {MEMORY_LIMIT_MB:.0f} MB "
-              f"up to 10 min: {verdict}")
+        results["memory"] = dict(
+            peak_rss_mb_by_duration=peaks,
+            limit_mb=MEMORY_LIMIT_MB,
+            growth_mb=peaks[longest] - peaks[shortest],
+            verdict=verdict,
+        )
+        print(
+            f"\npeak RSS {peaks[shortest]:.0f} MB at {format_duration(shortest)}, {peaks[longest]:.0f} MB at "
+            f"{format_duration(longest)} (+{peaks[longest] - peaks[shortest]:.0f} MB); design goal: "
+            f"< {MEMORY_LIMIT_MB:.0f} MB up to 10 min: {verdict}"
+        )
     print(f"load average at the end {machine['load_average_end'][0]:.1f} (timings move up to 2x with load)")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
+    write_json(args.out, results)
     print(f"wrote {args.out}")
     return 0 if len(ok) == len(results["cases"]) else 1
 

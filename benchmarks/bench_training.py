@@ -1,7 +1,6 @@
-#!/usr/bin/env python
 """Training throughput per stage: optimizer steps per second and audio seconds per second.
 
-    python benchmarks/bench_training.py --corpus ~/.cache/fuse-corpus --configs configs/fuse-small --steps 8
+    python -m benchmarks.bench_training --corpus ~/.cache/fuse-corpus --configs configs/fuse-small --steps 8
 
 Each stage is built exactly as `train.py` builds it (same configs, same data pipeline, batches from the
 DataLoader) and timed over `--steps` optimizer steps after `--warmup` untimed ones. The diffusion stage needs
@@ -9,15 +8,13 @@ a VAE and a BEATs: by default the bundled model's. Prints a table and writes JSO
 """
 
 import argparse
-import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from .common import BUNDLED_MODEL, DEFAULT_CORPUS, REPO, RESULTS_DIR, cpu_model, markdown_table, write_json
 
 
 def time_stage(stage_name, argv, steps, warmup):
@@ -47,43 +44,60 @@ def time_stage(stage_name, argv, steps, warmup):
     seconds = statistics.median(durations)
     audio = args.train_batch_size * args.segment_samples / 16000
     return {
-        "stage": stage_name, "batch": args.train_batch_size, "crop_s": round(args.segment_samples / 16000, 3),
-        "s_per_step": round(seconds, 3), "steps_per_s": round(1 / seconds, 3),
-        "audio_s_per_s": round(audio / seconds, 2), "steps_per_hour": int(3600 / seconds),
+        "stage": stage_name,
+        "batch": args.train_batch_size,
+        "crop_s": round(args.segment_samples / 16000, 3),
+        "s_per_step": round(seconds, 3),
+        "steps_per_s": round(1 / seconds, 3),
+        "audio_s_per_s": round(audio / seconds, 2),
+        "steps_per_hour": int(3600 / seconds),
         "trainable_params_M": round(sum(p.numel() for p in params) / 1e6, 2),
     }
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", default=str(Path("~/.cache/fuse-corpus").expanduser()))
+    parser.add_argument("--corpus", default=str(DEFAULT_CORPUS))
     parser.add_argument("--configs", default=str(REPO / "configs" / "fuse-small"))
     parser.add_argument("--stages", default="beats,vae,diffusion")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--model", default=str(REPO / "pipelines" / "fuse-small"),
-                        help="pipeline whose VAE and BEATs the diffusion stage uses")
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "training.json"))
+    parser.add_argument(
+        "--model", default=str(BUNDLED_MODEL), help="pipeline whose VAE and BEATs the diffusion stage uses"
+    )
+    parser.add_argument("--out", default=str(RESULTS_DIR / "training.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     corpus = Path(args.corpus)
-    data = ["--speech_dir", str(corpus / "speech" / "train"), "--noise_dir", str(corpus / "noise" / "train"),
-            "--valid_speech_dir", str(corpus / "speech" / "valid"), "--valid_noise_dir", str(corpus / "noise" / "valid"),
-            "--num_validation_pairs", "1", "--dataloader_num_workers", "0", "--output_dir", "/tmp/fuse-bench-training"]
+    data = [
+        "--speech_dir",
+        str(corpus / "speech" / "train"),
+        "--noise_dir",
+        str(corpus / "noise" / "train"),
+        "--valid_speech_dir",
+        str(corpus / "speech" / "valid"),
+        "--valid_noise_dir",
+        str(corpus / "noise" / "valid"),
+        "--num_validation_pairs",
+        "1",
+        "--dataloader_num_workers",
+        "0",
+        "--output_dir",
+        "/tmp/fuse-bench-training",
+    ]
     rows = []
     for stage in args.stages.split(","):
-        extra = ["--vae_path", f"{args.model}/vae", "--conditioner_path", f"{args.model}/conditioner"] if stage == "diffusion" else []
-        rows.append(time_stage(stage, ["--config", f"{args.configs}/{stage}.yaml", *data, *extra], args.steps, args.warmup))
+        extra = []
+        if stage == "diffusion":
+            extra = ["--vae_path", f"{args.model}/vae", "--conditioner_path", f"{args.model}/conditioner"]
+        argv = ["--config", f"{args.configs}/{stage}.yaml", *data, *extra]
+        rows.append(time_stage(stage, argv, args.steps, args.warmup))
         print(rows[-1], flush=True)
     header = ["stage", "batch", "crop_s", "trainable_params_M", "s_per_step", "steps_per_hour", "audio_s_per_s"]
-    print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
-    for row in rows:
-        print("| " + " | ".join(str(row[h]) for h in header) + " |")
-    result = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-                         f"torch {torch.__version__}", "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    print("\n" + markdown_table(header, [[row[h] for h in header] for row in rows]))
+    result = {"machine": f"{cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}", "rows": rows}
+    write_json(args.out, result)
     print(f"wrote {args.out}")
 
 

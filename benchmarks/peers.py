@@ -1,4 +1,4 @@
-"""Baseline speech enhancers that FUSE is measured against.
+"""Baseline speech enhancers that FUSE is measured against (benchmark code: not part of the `fuse_hf` package).
 
 Every enhancer has the call shape ``enhance(audio, sr) -> np.ndarray``: a 1-D float32 waveform
 in [-1, 1] at ``sr`` Hz in, a float32 waveform of the same length and rate out. Optional
@@ -12,7 +12,7 @@ packages are imported on first use, with an error that says how to install them.
 
 ```py
 >>> import numpy as np
->>> from fuse_hf.peers import get_peer
+>>> from benchmarks.peers import get_peer
 >>> noisy = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
 >>> get_peer("identity")(noisy, 16000).shape
 (16000,)
@@ -22,9 +22,11 @@ packages are imported on first use, with an error that says how to install them.
 from __future__ import annotations
 
 import importlib
-from typing import Callable, Dict
+from collections.abc import Callable
 
 import numpy as np
+
+from fuse_hf.audio import as_mono, check_sampling_rate
 
 __all__ = ["PEERS", "identity", "noisereduce", "deepfilternet3", "new_deepfilternet3_processor", "get_peer"]
 
@@ -43,20 +45,9 @@ def _import(module: str, pip_name: str):
         ) from err
 
 
-def _check_audio(audio, sr) -> np.ndarray:
-    """Return ``audio`` as a contiguous 1-D float32 array after checking shape, values and rate."""
-    x = np.asarray(audio)
-    if x.ndim == 2 and x.shape[0] == 1:
-        x = x[0]
-    if x.ndim != 1:
-        raise ValueError(f"audio: expected a 1-D waveform (samples,), got shape {tuple(x.shape)}. Enhance one channel at a time.")
-    if x.size == 0:
-        raise ValueError("audio: the waveform is empty.")
-    if not np.all(np.isfinite(x)):
-        raise ValueError("audio: the waveform contains NaN or Inf values.")
-    if not isinstance(sr, (int, np.integer)) or sr <= 0:
-        raise ValueError(f"sr: expected a positive integer sample rate in Hz, got {sr!r}.")
-    return np.ascontiguousarray(x, dtype=np.float32)
+def _check_audio(audio, sr) -> tuple[np.ndarray, int]:
+    """`(waveform, rate)`: ``audio`` as a contiguous float32 `(samples,)` array and ``sr`` as an int, both checked."""
+    return as_mono(audio, "audio"), check_sampling_rate(sr, "sr")
 
 
 def _fit_length(y: np.ndarray, n: int) -> np.ndarray:
@@ -68,7 +59,7 @@ def _fit_length(y: np.ndarray, n: int) -> np.ndarray:
 
 def identity(audio, sr: int) -> np.ndarray:
     """The unprocessed input (a float32 copy): the "noisy" reference row of every table."""
-    return _check_audio(audio, sr).copy()
+    return _check_audio(audio, sr)[0].copy()
 
 
 def noisereduce(audio, sr: int, stationary: bool = False, prop_decrease: float = 1.0) -> np.ndarray:
@@ -83,9 +74,9 @@ def noisereduce(audio, sr: int, stationary: bool = False, prop_decrease: float =
     Returns:
         The denoised waveform, float32, same shape as ``audio``.
     """
-    x = _check_audio(audio, sr)
+    x, sr = _check_audio(audio, sr)
     nr = _import("noisereduce", "noisereduce")
-    y = nr.reduce_noise(y=x, sr=int(sr), stationary=stationary, prop_decrease=prop_decrease)
+    y = nr.reduce_noise(y=x, sr=sr, stationary=stationary, prop_decrease=prop_decrease)
     return _fit_length(np.asarray(y, dtype=np.float32), x.size)
 
 
@@ -121,12 +112,12 @@ def deepfilternet3(audio, sr: int, atten_lim_db: float = 100.0, processor=None) 
     Returns:
         The enhanced waveform, float32, same shape and rate as ``audio``.
     """
-    x = _check_audio(audio, sr)
+    x, sr = _check_audio(audio, sr)
     soxr = _import("soxr", "soxr")
     if processor is None:
         processor = new_deepfilternet3_processor(atten_lim_db)
     rate = int(processor.sample_rate)  # 48 kHz for DeepFilterNet3
-    x_hi = soxr.resample(x, int(sr), rate, quality="HQ").astype(np.float32)
+    x_hi = soxr.resample(x, sr, rate, quality="HQ").astype(np.float32)
     # Flush padding: 3 frames cover the look-ahead (2 frames in DFN3) and a partial last frame.
     flush = 3 * int(processor.frame_length)
     padded = np.concatenate([x_hi, np.zeros(flush, dtype=np.float32)])
@@ -138,11 +129,11 @@ def deepfilternet3(audio, sr: int, atten_lim_db: float = 100.0, processor=None) 
         except Exception:  # already closed by finalize
             pass
     y_hi = _fit_length(np.asarray(y_hi, dtype=np.float32), x_hi.size)
-    y = soxr.resample(y_hi, rate, int(sr), quality="HQ").astype(np.float32)
+    y = soxr.resample(y_hi, rate, sr, quality="HQ").astype(np.float32)
     return _fit_length(y, x.size)
 
 
-PEERS: Dict[str, Callable[..., np.ndarray]] = {
+PEERS: dict[str, Callable[..., np.ndarray]] = {
     "identity": identity,
     "noisereduce": noisereduce,
     "deepfilternet3": deepfilternet3,

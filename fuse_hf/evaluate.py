@@ -1,13 +1,15 @@
-"""``fuse-hf evaluate``: score a folder of enhanced files against a folder of clean references.
+"""Scoring a folder of enhanced files against a folder of clean references (the library of ``fuse-hf evaluate``).
 
-Files are paired by their path relative to each folder with the extension ignored
+Files (any of `fuse_hf.audio.AUDIO_EXTENSIONS`, so also the ``.aiff``/``.oga`` that ``fuse-hf enhance`` writes)
+are paired by their path relative to each folder with the extension ignored
 (``clean/a/b.wav`` <-> ``enhanced/a/b.flac``); a file left over is then paired by its bare file
 name when that name is unique on both sides. Every pair gets PESQ-WB, ESTOI, SI-SDR and DNSMOS
 SIG/BAK/OVRL (see `fuse_hf.metrics`); with a noisy folder the noisy input is scored too and the
-improvement (enhanced minus noisy) is reported.
+improvement (enhanced minus noisy) is reported. The command line is `fuse_hf.commands.evaluate`, the box plot
+`fuse_hf.plotting.plot_boxes`.
 
 ```bash
-fuse-hf evaluate --clean data/clean --enhanced out/ --noisy data/noisy --out results.json --csv results.csv --plot box.png
+fuse-hf evaluate --clean data/clean --enhanced out/ --noisy data/noisy --out r.json --csv r.csv --plot box.png
 ```
 
 ```py
@@ -19,25 +21,21 @@ fuse-hf evaluate --clean data/clean --enhanced out/ --noisy data/noisy --out res
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
-import sys
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
-
-import numpy as np
 
 from . import metrics as M
+from .audio import audio_info, list_audio_files, load_mono
 
-__all__ = ["AUDIO_EXTENSIONS", "find_pairs", "evaluate_folders", "format_table", "write_csv", "write_json", "plot_boxes", "add_parser", "run"]
+__all__ = ["METRIC_LABELS", "find_pairs", "evaluate_folders", "format_table", "write_csv", "write_json"]
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3")
-# Column headers for the printed table.
-_LABELS = {
+# Column headers of the printed table and titles of the box plot's panels.
+METRIC_LABELS = {
     "pesq": "PESQ-WB",
     "estoi": "ESTOI",
     "si_sdr": "SI-SDR dB",
@@ -52,22 +50,21 @@ _MAX_TABLE_ROWS = 40
 # ----------------------------------------------------------------------------------------------
 # pairing
 # ----------------------------------------------------------------------------------------------
-def _list_audio(folder: Path) -> Dict[str, Path]:
+def _list_audio(folder: Path) -> dict[str, Path]:
     """Map ``relative/path/without/extension`` -> file for every audio file under ``folder``."""
-    files: Dict[str, Path] = {}
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.suffix.lower() in AUDIO_EXTENSIONS:
-            key = path.relative_to(folder).with_suffix("").as_posix()
-            files.setdefault(key, path)  # a.wav and a.flac side by side: the first (sorted) wins
+    files: dict[str, Path] = {}
+    for path in list_audio_files(folder):
+        key = path.relative_to(folder).with_suffix("").as_posix()
+        files.setdefault(key, path)  # a.wav and a.flac side by side: the first (sorted) wins
     return files
 
 
-def _match(keys: Sequence[str], other: Dict[str, Path]) -> Dict[str, str]:
+def _match(keys: Sequence[str], other: dict[str, Path]) -> dict[str, str]:
     """Match each key to a key of ``other``: same relative path, else a unique same file name."""
     matched = {k: k for k in keys if k in other}
     left = [k for k in keys if k not in matched]
     if left:
-        by_name: Dict[str, List[str]] = {}
+        by_name: dict[str, list[str]] = {}
         for k in other:
             by_name.setdefault(k.rsplit("/", 1)[-1], []).append(k)
         taken = set(matched.values())
@@ -82,9 +79,7 @@ def _match(keys: Sequence[str], other: Dict[str, Path]) -> Dict[str, str]:
     return matched
 
 
-def find_pairs(
-    clean_dir, enhanced_dir, noisy_dir=None
-) -> Tuple[List[Dict[str, object]], Dict[str, List[str]]]:
+def find_pairs(clean_dir, enhanced_dir, noisy_dir=None) -> tuple[list[dict[str, object]], dict[str, list[str]]]:
     """Pair audio files of the clean, enhanced (and noisy) folders, searched recursively.
 
     Args:
@@ -103,7 +98,7 @@ def find_pairs(
     folders = {"clean": clean_dir, "enhanced": enhanced_dir}
     if noisy_dir is not None:
         folders["noisy"] = noisy_dir
-    listings: Dict[str, Dict[str, Path]] = {}
+    listings: dict[str, dict[str, Path]] = {}
     for role, folder in folders.items():
         folder = Path(folder)
         if not folder.is_dir():
@@ -111,7 +106,8 @@ def find_pairs(
         listings[role] = _list_audio(folder)
         if not listings[role]:
             raise ValueError(
-                f"--{role} {folder}: no audio files found (looked for {', '.join(AUDIO_EXTENSIONS)}, recursively)."
+                f"--{role} {folder}: no audio files found (looked for .wav, .flac, .ogg, .oga, .opus, .mp3, .aiff "
+                "and the other suffixes of fuse_hf.audio.AUDIO_EXTENSIONS, recursively)."
             )
     clean = listings["clean"]
     to_enhanced = _match(list(clean), listings["enhanced"])
@@ -140,7 +136,8 @@ def find_pairs(
             f"no file pairs: none of the {len(clean)} clean file(s) in {clean_dir} has a partner with the same "
             f"relative path or file name (extension ignored) in {enhanced_dir}"
             + (f" and {noisy_dir}" if noisy_dir is not None else "")
-            + f". Example clean file: {next(iter(clean))}; example enhanced file: {next(iter(listings['enhanced']))}."
+            + f". Example clean file: {next(iter(clean))}; "
+            f"example enhanced file: {next(iter(listings['enhanced']))}."
         )
     return pairs, unpaired
 
@@ -148,29 +145,13 @@ def find_pairs(
 # ----------------------------------------------------------------------------------------------
 # scoring
 # ----------------------------------------------------------------------------------------------
-def _load_mono(path: Path, target_sr: Optional[int] = None) -> Tuple[np.ndarray, int]:
-    """Load a file as mono float32 (channels averaged), resampled to ``target_sr`` Hz if given."""
-    from .audio import load_audio, resample
-
-    audio, sr = load_audio(path)
-    mono = audio.mean(axis=0)
-    if target_sr is not None and sr != target_sr:
-        mono, sr = resample(mono, sr, target_sr), target_sr
-    return mono, sr
-
-
-def _mean(values: Sequence[float]) -> float:
-    finite = [v for v in values if v is not None and not math.isnan(v)]
-    return float(np.mean(finite)) if finite else math.nan
-
-
 def evaluate_folders(
     clean_dir,
     enhanced_dir,
     noisy_dir=None,
     metrics: Sequence[str] = M.METRICS,
     progress: bool = True,
-) -> Dict[str, object]:
+) -> dict[str, object]:
     """Score every enhanced file against its clean reference (and the noisy input, if given).
 
     Enhanced and noisy files at another sample rate than their clean file are resampled to the
@@ -188,7 +169,7 @@ def evaluate_folders(
         "files": [{"file", <key>, ...}], "mean": {<key>: value}, "unpaired": {role: [names]}}``.
         Keys are ``pesq``, ``estoi``, ``si_sdr`` (dB), ``dnsmos_sig``, ``dnsmos_bak``,
         ``dnsmos_ovrl``; with a noisy folder also ``noisy_<key>`` and ``delta_<key>``.
-        Means skip ``nan`` values (unscorable files).
+        Means skip ``nan`` values (unscorable files; `fuse_hf.metrics.nanmean`).
     """
     from tqdm.auto import tqdm
 
@@ -196,18 +177,21 @@ def evaluate_folders(
     for role, names in unpaired.items():
         if names:
             shown = ", ".join(names[:10]) + (f", ... ({len(names) - 10} more)" if len(names) > 10 else "")
-            warnings.warn(f"{len(names)} {role} file(s) without a partner, not scored: {shown}", UserWarning, stacklevel=2)
+            warnings.warn(
+                f"{len(names)} {role} file(s) without a partner, not scored: {shown}", UserWarning, stacklevel=2
+            )
     usable = M.available_metrics(metrics)
     keys = [k for m in usable for k in M.METRIC_KEYS[m]]
 
     rows = []
     for pair in tqdm(pairs, desc="evaluate", unit="file", disable=not progress):
-        clean, sr = _load_mono(pair["clean"])
-        enhanced, _ = _load_mono(pair["enhanced"], sr)
-        row: Dict[str, object] = {"file": pair["name"]}
+        sr = audio_info(pair["clean"]).sampling_rate
+        clean = load_mono(pair["clean"])
+        enhanced = load_mono(pair["enhanced"], sr)
+        row: dict[str, object] = {"file": pair["name"]}
         row.update(M.compute_metrics(clean, enhanced, sr, usable))
         if pair["noisy"] is not None:
-            noisy, _ = _load_mono(pair["noisy"], sr)
+            noisy = load_mono(pair["noisy"], sr)
             noisy_scores = M.compute_metrics(clean, noisy, sr, usable)
             for k in keys:
                 row[f"noisy_{k}"] = noisy_scores[k]
@@ -225,7 +209,7 @@ def evaluate_folders(
         "metrics": columns,
         "num_files": len(rows),
         "files": rows,
-        "mean": {c: _mean([r[c] for r in rows]) for c in columns},
+        "mean": {c: M.nanmean([r[c] for r in rows]) for c in columns},
         "unpaired": unpaired,
     }
 
@@ -239,14 +223,16 @@ def _fmt(value) -> str:
     return f"{value:.3f}" if abs(value) < 10 else f"{value:.2f}"
 
 
-def format_table(report: Dict[str, object], max_rows: int = _MAX_TABLE_ROWS) -> str:
+def format_table(report: dict[str, object], max_rows: int = _MAX_TABLE_ROWS) -> str:
     """Plain-text table (aligned columns): per-file rows (up to ``max_rows``) and the mean row.
 
     With a noisy folder the table shows enhanced scores, then the improvements (``d`` columns).
     """
     base = [k for k in report["metrics"] if not k.startswith(("noisy_", "delta_"))]
     columns = base + [f"delta_{k}" for k in base if f"delta_{k}" in report["metrics"]]
-    headers = ["file"] + [("d " if c.startswith("delta_") else "") + _LABELS[c.replace("delta_", "")] for c in columns]
+    headers = ["file"] + [
+        ("d " if c.startswith("delta_") else "") + METRIC_LABELS[c.replace("delta_", "")] for c in columns
+    ]
     files = report["files"]
     body = [[r["file"]] + [_fmt(r[c]) for c in columns] for r in files[:max_rows]] if len(files) <= max_rows else []
     mean_row = [f"mean ({report['num_files']} files)"] + [_fmt(report["mean"][c]) for c in columns]
@@ -265,7 +251,7 @@ def format_table(report: Dict[str, object], max_rows: int = _MAX_TABLE_ROWS) -> 
     return "\n".join(out)
 
 
-def write_csv(report: Dict[str, object], path) -> None:
+def write_csv(report: dict[str, object], path) -> None:
     """One row per file: ``file`` then every metric column of the report (nan as empty)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -287,113 +273,10 @@ def _json_safe(value):
     return value
 
 
-def write_json(report: Dict[str, object], path) -> None:
+def write_json(report: dict[str, object], path) -> None:
     """The whole report as strict JSON (nan written as null)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
         json.dump(_json_safe(report), f, indent=2)
         f.write("\n")
-
-
-def plot_boxes(report: Dict[str, object], path) -> None:
-    """Box plot PNG: one panel per metric, enhanced (and noisy) distributions side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on servers and in CI
-    import matplotlib.pyplot as plt
-
-    base = [k for k in report["metrics"] if not k.startswith(("noisy_", "delta_"))]
-    has_noisy = any(k.startswith("noisy_") for k in report["metrics"])
-    fig, axes = plt.subplots(1, len(base), figsize=(2.3 * len(base), 3.6), squeeze=False)
-    for ax, key in zip(axes[0], base):
-        series, labels = [], []
-        if has_noisy:
-            series.append([r[f"noisy_{key}"] for r in report["files"]])
-            labels.append("noisy")
-        series.append([r[key] for r in report["files"]])
-        labels.append("enhanced")
-        series = [[v for v in s if not math.isnan(v)] for s in series]
-        ax.boxplot(series, showmeans=True)
-        ax.set_xticks(range(1, len(labels) + 1), labels)
-        ax.set_title(_LABELS[key])
-        ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"{report['num_files']} files: {report['enhanced_dir']}", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-# ----------------------------------------------------------------------------------------------
-# command line
-# ----------------------------------------------------------------------------------------------
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Register the ``evaluate`` subcommand on ``subparsers`` (from ``ArgumentParser.add_subparsers``)."""
-    parser = subparsers.add_parser(
-        "evaluate",
-        help="score enhanced files against clean references (PESQ-WB, ESTOI, SI-SDR, DNSMOS)",
-        description=(
-            "Score a folder of enhanced files against a folder of clean references. Files are paired by "
-            "their path relative to each folder, extension ignored (clean/a/b.wav <-> enhanced/a/b.flac), "
-            "then by a unique file name; unpaired files are listed in a warning. Metrics: PESQ-WB "
-            "(ITU-T P.862.2, 1.04-4.64), ESTOI (0-1), SI-SDR (dB), and the non-intrusive DNSMOS P.835 "
-            "SIG/BAK/OVRL (1-5) of the enhanced audio. With --noisy the noisy inputs are scored as well "
-            "and the improvement (enhanced minus noisy) is reported. Enhanced/noisy files at another "
-            "sample rate are resampled to the clean file's rate; stereo is averaged to mono. "
-            "The metric packages come with `pip install fuse-hf[metrics]`; a missing one is skipped "
-            "with a warning."
-        ),
-        epilog="example: fuse-hf evaluate --clean data/clean --enhanced out --noisy data/noisy --csv scores.csv --plot box.png",
-    )
-    parser.add_argument("--clean", required=True, metavar="DIR", help="folder of clean reference files (searched recursively)")
-    parser.add_argument("--enhanced", required=True, metavar="DIR", help="folder of enhanced files to score")
-    parser.add_argument("--noisy", metavar="DIR", default=None, help="folder of the noisy inputs: adds their scores and the improvement")
-    parser.add_argument("--out", metavar="JSON", default=None, help="write per-file and mean scores to this JSON file")
-    parser.add_argument("--csv", metavar="CSV", default=None, help="write per-file scores to this CSV file")
-    parser.add_argument("--plot", metavar="PNG", default=None, help="write a box plot of the per-file scores to this PNG file")
-    parser.add_argument(
-        "--metrics",
-        default=",".join(M.METRICS),
-        help=f"comma-separated subset of: {', '.join(M.METRICS)} (default: all; dnsmos is the slowest, about 0.5-1 s per file)",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.set_defaults(func=run)
-    return parser
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run ``fuse-hf evaluate``; returns the exit code (1 with a one-line error on bad input)."""
-    try:
-        report = evaluate_folders(args.clean, args.enhanced, args.noisy, metrics=args.metrics, progress=not args.no_progress)
-    except (ValueError, ImportError) as err:
-        print(f"fuse-hf evaluate: error: {err}", file=sys.stderr)
-        return 1
-    print(format_table(report))
-    try:
-        if args.out:
-            write_json(report, args.out)
-            print(f"wrote {args.out}")
-        if args.csv:
-            write_csv(report, args.csv)
-            print(f"wrote {args.csv}")
-        if args.plot:
-            plot_boxes(report, args.plot)
-            print(f"wrote {args.plot}")
-    except OSError as err:
-        print(f"fuse-hf evaluate: error: cannot write output: {err}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Standalone entry (``python -m fuse_hf.evaluate``), equal to ``fuse-hf evaluate``."""
-    parser = argparse.ArgumentParser(prog="fuse-hf")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["evaluate", *(argv if argv is not None else sys.argv[1:])])
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

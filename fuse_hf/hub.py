@@ -14,14 +14,18 @@ import os
 import shutil
 import tempfile
 import uuid
+import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional
+from typing import Any
+
+from .audio import first_line
 
 DEFAULT_MODEL_NAME = "fuse-small"
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-def bundled_model_path() -> Optional[Path]:
+def bundled_model_path() -> Path | None:
     """The bundled `fuse-small` pipeline: inside an installed wheel (`fuse_hf/_bundled/`) or, in a source
     checkout, the repository's `pipelines/` folder. `None` when neither holds a complete pipeline."""
     for candidate in (
@@ -31,6 +35,61 @@ def bundled_model_path() -> Optional[Path]:
         if (candidate / "model_index.json").is_file():
             return candidate
     return None
+
+
+class RandomWeightsWarning(UserWarning):
+    """`load_pipeline` found no trained model and returned a tiny pipeline with random weights."""
+
+
+def load_pipeline(model: str | os.PathLike | None = None, device: str | None = None, *, random_fallback: bool = False):
+    """The one way from a model name to a pipeline ready to enhance (the CLI, the Space and the benchmarks use it).
+
+    Args:
+        model: a `save_pretrained` folder or a Hub repo id; None: the bundled `fuse-small` (:func:`bundled_model_path`).
+        device: a torch device such as ``"cpu"``, ``"cuda"`` or ``"cuda:1"``; None: CUDA when available, else CPU.
+        random_fallback: when `model` is None and no model is bundled, return a tiny pipeline with RANDOM weights
+            (its output is not speech; a :class:`RandomWeightsWarning` says so) instead of raising. For development
+            pages and timing runs only.
+
+    Returns:
+        The `FUSEPipeline` on `device`, progress bars off.
+
+    Raises:
+        ValueError: one line naming the problem: no model installed, an incomplete folder, weights that do not load,
+            a failed Hub download, or a device that is not usable here.
+    """
+    import torch
+
+    from .pipelines.pipeline_fuse import FUSEPipeline
+
+    if model is None:
+        model = bundled_model_path()
+    if model is not None:
+        pipe = FUSEPipeline.from_pretrained(model)
+    elif random_fallback:
+        from .factory import make_pipeline
+
+        warnings.warn(
+            "no trained model is installed; using a tiny pipeline with RANDOM weights. Its output is NOT enhanced "
+            "speech.",
+            RandomWeightsWarning,
+            stacklevel=2,
+        )
+        pipe = make_pipeline(seed=0)
+    else:
+        raise ValueError(
+            "no trained model is installed (no bundled fuse-small): pass a pipeline folder or a Hub repo id."
+        )
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        pipe.to(device)
+    except (RuntimeError, AssertionError) as err:
+        raise ValueError(f"device {device}: not usable here ({first_line(err)}).") from None
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+_CONFIG_FILES = {"scheduler": "scheduler_config.json", "feature_extractor": "preprocessor_config.json"}
 
 
 def check_pipeline_folder(folder: str | os.PathLike) -> Path:
@@ -51,26 +110,24 @@ def check_pipeline_folder(folder: str | os.PathLike) -> Path:
         if name.startswith("_") or not isinstance(spec, list) or spec[0] is None:
             continue
         component = folder / name
-        if name == "scheduler":
-            required = [component / "scheduler_config.json"]
-        else:
-            required = [component / "config.json"]
-        for path in required:
-            if not path.is_file():
-                raise ValueError(f"{folder}: missing {path.relative_to(folder)}.")
-        if name != "scheduler" and not any(component.glob("*.safetensors")):
-            raise ValueError(
-                f"{folder}: missing weights {name}/diffusion_pytorch_model.safetensors (only safetensors are loaded)."
-            )
+        # Schedulers and feature extractors are a config file alone; models are a config and safetensors weights.
+        config_file = _CONFIG_FILES.get(name, "config.json")
+        if not (component / config_file).is_file():
+            raise ValueError(f"{folder}: missing {name}/{config_file}.")
+        if config_file == "config.json" and not any(component.glob("*.safetensors")):
+            # transformers configs name a model_type, diffusers ones a _class_name.
+            is_transformers = "model_type" in json.loads((component / config_file).read_text())
+            weights = "model" if is_transformers else "diffusion_pytorch_model"
+            raise ValueError(f"{folder}: missing weights {name}/{weights}.safetensors (only safetensors are loaded).")
     return folder
 
 
 def resolve_pipeline_folder(
     name_or_path: str | os.PathLike,
-    revision: Optional[str] = None,
-    cache_dir: Optional[str] = None,
-    token: Optional[str] = None,
-    local_files_only: Optional[bool] = None,
+    revision: str | None = None,
+    cache_dir: str | None = None,
+    token: str | None = None,
+    local_files_only: bool | None = None,
 ) -> Path:
     """A local folder as is, or a Hub repo id downloaded (or found in the cache when offline) as a folder.
 
@@ -101,13 +158,17 @@ def resolve_pipeline_folder(
             f"{name}: not a local folder and not in the Hugging Face cache (offline or local_files_only)."
         ) from None
     except (HfHubHTTPError, OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{name}: not a local folder, and the Hub download failed ({first}).") from None
+        raise ValueError(f"{name}: not a local folder, and the Hub download failed ({first_line(err)}).") from None
     return native_pipeline_folder(check_pipeline_folder(folder))
 
 
-def push_folder_to_hub(folder: str | os.PathLike, repo_id: str, token: Optional[str] = None, private: bool = False,
-                       commit_message: str = "Upload FUSE pipeline") -> str:
+def push_folder_to_hub(
+    folder: str | os.PathLike,
+    repo_id: str,
+    token: str | None = None,
+    private: bool = False,
+    commit_message: str = "Upload FUSE pipeline",
+) -> str:
     """Creates `repo_id` if needed and uploads a pipeline folder (weights, configs, model card); returns the URL."""
     from huggingface_hub import HfApi
 
@@ -202,7 +263,7 @@ def stage_pipeline_folder(
     source: str | os.PathLike,
     target: str | os.PathLike,
     repo_id: str,
-    metrics: Optional[Dict[str, float]] = None,
+    metrics: dict[str, float] | None = None,
     remote_code: bool = True,
     **card_kwargs: Any,
 ) -> Path:
@@ -213,8 +274,8 @@ def stage_pipeline_folder(
     `metrics` or `card_kwargs` say otherwise. `source` may itself be a pushed (remote-code) folder.
 
     Raises:
-        ValueError: an incomplete pipeline folder, or remote code that would import more than torch, numpy and
-            diffusers.
+        ValueError: an incomplete pipeline folder, or remote code that would import more than torch, numpy,
+            diffusers and transformers.
     """
     from .model_card import card_settings, render_model_card
     from .remote_code import check_remote_code, export_remote_code, native_index
@@ -239,20 +300,20 @@ def stage_pipeline_folder(
 
 
 def _hub_error(repo_id: str, err: Exception) -> ValueError:
-    text = str(err).strip()
-    first = text.splitlines()[0] if text else type(err).__name__
     status = getattr(getattr(err, "response", None), "status_code", None)
-    hint = " Log in with `hf auth login`, set HF_TOKEN or pass a token with write access." if status in (401, 403) else ""
-    return ValueError(f"{repo_id}: pushing to the Hub failed ({first}).{hint}")
+    hint = (
+        " Log in with `hf auth login`, set HF_TOKEN or pass a token with write access." if status in (401, 403) else ""
+    )
+    return ValueError(f"{repo_id}: pushing to the Hub failed ({first_line(err)}).{hint}")
 
 
 def push_pipeline_folder(
     folder: str | os.PathLike,
     repo_id: str,
-    token: Optional[str] = None,
-    private: Optional[bool] = None,
-    commit_message: Optional[str] = None,
-    metrics: Optional[Dict[str, float]] = None,
+    token: str | None = None,
+    private: bool | None = None,
+    commit_message: str | None = None,
+    metrics: dict[str, float] | None = None,
     remote_code: bool = True,
     create_pr: bool = False,
     **card_kwargs: Any,
@@ -277,7 +338,9 @@ def push_pipeline_folder(
         stage_pipeline_folder(folder, staging, repo_id, metrics=metrics, remote_code=remote_code, **card_kwargs)
         try:
             info = api.upload_folder(
-                repo_id=repo_id, folder_path=staging, create_pr=create_pr,
+                repo_id=repo_id,
+                folder_path=staging,
+                create_pr=create_pr,
                 commit_message=commit_message or "Upload FUSE pipeline",
                 delete_patterns=["*.safetensors", "*.json", "*.py", "*.bin"],
             )
@@ -289,13 +352,13 @@ def push_pipeline_folder(
 def push_pipeline_to_hub(
     pipeline,
     repo_id: str,
-    commit_message: Optional[str] = None,
-    private: Optional[bool] = None,
-    token: Optional[str] = None,
+    commit_message: str | None = None,
+    private: bool | None = None,
+    token: str | None = None,
     create_pr: bool = False,
-    metrics: Optional[Dict[str, float]] = None,
+    metrics: dict[str, float] | None = None,
     safe_serialization: bool = True,
-    variant: Optional[str] = None,
+    variant: str | None = None,
     **card_kwargs: Any,
 ) -> str:
     """`FUSEPipeline.push_to_hub`: `save_pretrained` into a temporary folder, then :func:`push_pipeline_folder`.
@@ -307,5 +370,13 @@ def push_pipeline_to_hub(
         raise ValueError("safe_serialization=False: fuse-hf only writes and loads safetensors weights.")
     with tempfile.TemporaryDirectory(prefix="fuse-hf-save-") as folder:
         pipeline.save_pretrained(folder, safe_serialization=True, variant=variant)
-        return push_pipeline_folder(folder, repo_id, token=token, private=private, commit_message=commit_message,
-                                    metrics=metrics, create_pr=create_pr, **card_kwargs)
+        return push_pipeline_folder(
+            folder,
+            repo_id,
+            token=token,
+            private=private,
+            commit_message=commit_message,
+            metrics=metrics,
+            create_pr=create_pr,
+            **card_kwargs,
+        )

@@ -1,9 +1,10 @@
-"""Figures people look at: spectrograms side by side and metric curves (matplotlib, Agg backend)."""
+"""Figures people look at: spectrograms side by side, metric curves and score box plots (matplotlib, Agg backend)."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Dict, Mapping, Sequence
 
 import numpy as np
 
@@ -31,8 +32,15 @@ def plot_spectrograms(signals: Mapping[str, np.ndarray], sampling_rate: int, pat
     for ax, name in zip(axes[0], names):
         spec = log_spectrogram_db(signals[name], sampling_rate)
         duration = len(signals[name]) / sampling_rate
-        image = ax.imshow(spec, origin="lower", aspect="auto", vmin=-100, vmax=-10, cmap="magma",
-                          extent=(0, duration, 0, sampling_rate / 2000))
+        image = ax.imshow(
+            spec,
+            origin="lower",
+            aspect="auto",
+            vmin=-100,
+            vmax=-10,
+            cmap="magma",
+            extent=(0, duration, 0, sampling_rate / 2000),
+        )
         ax.set_title(name)
         ax.set_xlabel("time (s)")
     axes[0][0].set_ylabel("frequency (kHz)")
@@ -46,8 +54,9 @@ def plot_spectrograms(signals: Mapping[str, np.ndarray], sampling_rate: int, pat
     return path
 
 
-def plot_curves(history: Sequence[Dict[str, float]], keys: Sequence[str], path, x: str = "step",
-                title: str = "") -> Path:
+def plot_curves(
+    history: Sequence[dict[str, float]], keys: Sequence[str], path, x: str = "step", title: str = ""
+) -> Path:
     """Metric curves against `x` from a list of records (e.g. validation history), one panel per key."""
     import matplotlib
 
@@ -70,5 +79,39 @@ def plot_curves(history: Sequence[Dict[str, float]], keys: Sequence[str], path, 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_boxes(report: Mapping, path) -> Path:
+    """Box plot PNG of a `fuse_hf.evaluate.evaluate_folders` report: one panel per metric, the enhanced (and, with
+    a noisy folder, the noisy) per-file scores side by side; nan scores are left out."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and in CI
+    import matplotlib.pyplot as plt
+
+    from .evaluate import METRIC_LABELS
+
+    base = [k for k in report["metrics"] if not k.startswith(("noisy_", "delta_"))]
+    has_noisy = any(k.startswith("noisy_") for k in report["metrics"])
+    fig, axes = plt.subplots(1, len(base), figsize=(2.3 * len(base), 3.6), squeeze=False)
+    for ax, key in zip(axes[0], base):
+        series, labels = [], []
+        if has_noisy:
+            series.append([r[f"noisy_{key}"] for r in report["files"]])
+            labels.append("noisy")
+        series.append([r[key] for r in report["files"]])
+        labels.append("enhanced")
+        series = [[v for v in s if not math.isnan(v)] for s in series]
+        ax.boxplot(series, showmeans=True)
+        ax.set_xticks(range(1, len(labels) + 1), labels)
+        ax.set_title(METRIC_LABELS[key])
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"{report['num_files']} files: {report['enhanced_dir']}", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

@@ -1,14 +1,14 @@
 """The `fuse-hf` command line end to end on temporary folder trees, with the tiny random pipeline of conftest.
 
-Most cases call `fuse_hf.cli.main([...])` in-process (fast, output through capsys); the installed console script
+Most cases call `fuse_hf.commands.main([...])` in-process (fast, output through capsys); the installed console script
 and `accelerate launch` run as real subprocesses once each, because only they show real exit codes and ranks.
 """
 
 import argparse
+import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from fuse_hf.cli import build_parser, main
+from conftest import free_port
+from fuse_hf.commands import build_parser, main
 
 BIN = Path(sys.executable).parent
 SUMMARY = re.compile(
@@ -60,8 +61,14 @@ def summary(out: str):
     match = SUMMARY.search(out)
     assert match, f"no summary line in:\n{out}"
     files, seconds, wall, rtf, skipped, failed = match.groups()
-    return dict(files=int(files), seconds=float(seconds), wall=float(wall), rtf=float(rtf),
-                skipped=int(skipped), failed=int(failed))
+    return dict(
+        files=int(files),
+        seconds=float(seconds),
+        wall=float(wall),
+        rtf=float(rtf),
+        skipped=int(skipped),
+        failed=int(failed),
+    )
 
 
 def error_lines(err: str):
@@ -110,9 +117,48 @@ def test_every_subcommand_help_exits_0_and_mentions_its_options(capsys):
     with pytest.raises(SystemExit):
         main(["enhance", "--help"])
     text = capsys.readouterr().out
-    for option in ("--output-dir", "--model", "--steps", "--seed", "--batch-size", "--device", "--atten-lim-db",
-                   "--precision", "--overwrite", "--noise-scale"):
+    for option in (
+        "--output-dir",
+        "--model",
+        "--steps",
+        "--seed",
+        "--batch-size",
+        "--device",
+        "--atten-lim-db",
+        "--precision",
+        "--overwrite",
+        "--noise-scale",
+    ):
         assert option in text
+
+
+def test_help_starts_without_torch():
+    """Parsing (and every `--help`) imports no torch or diffusers: `fuse-hf --help` answers at once."""
+    script = (
+        "import sys\n"
+        "from fuse_hf.commands import main\n"
+        "for argv in (['--help'], ['enhance', '--help'], ['evaluate', '--help'], ['convert-beats', '--help'],\n"
+        "             ['push', '--help']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit as exit:\n"
+        "        assert exit.code == 0, argv\n"
+        "print('LOADED', sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "LOADED []" in result.stdout
+    version = subprocess.run(
+        [sys.executable, "-m", "fuse_hf", "--version"], capture_output=True, text=True, timeout=120
+    )
+    assert version.returncode == 0 and version.stdout.startswith("fuse-hf "), version.stderr
+
+
+def test_evaluate_help_lists_the_metrics_of_fuse_hf_metrics():
+    from fuse_hf import metrics
+    from fuse_hf.commands.evaluate import METRIC_NAMES
+
+    assert METRIC_NAMES == metrics.METRICS
 
 
 # ------------------------------------------------------------------------------------------ enhance
@@ -127,7 +173,10 @@ def test_folder_is_searched_recursively_and_mirrored_in_the_input_format(tree, t
     for name in written:
         source, target = sf.info(tree / name), sf.info(out_dir / name)
         assert (target.samplerate, target.channels, target.subtype, target.frames) == (
-            source.samplerate, source.channels, source.subtype, source.frames
+            source.samplerate,
+            source.channels,
+            source.subtype,
+            source.frames,
         ), name
         audio = read(out_dir / name)
         assert np.isfinite(audio).all() and np.abs(audio).max() <= 1.0
@@ -185,8 +234,9 @@ def test_never_overwrites_without_overwrite(tree, tmp_path, tiny_pipeline_dir, c
     assert str(target) in err and "--overwrite" in err
     assert summary(out)["skipped"] == 1 and summary(out)["files"] == 0
 
-    code, out, err = enhance(capsys, source, "-o", out_dir, *FAST, "--seed", "2", "--overwrite",
-                             model=tiny_pipeline_dir)
+    code, out, err = enhance(
+        capsys, source, "-o", out_dir, *FAST, "--seed", "2", "--overwrite", model=tiny_pipeline_dir
+    )
     assert code == 0, err
     assert target.read_bytes() != before
     assert summary(out)["files"] == 1 and summary(out)["skipped"] == 0
@@ -218,6 +268,45 @@ def test_options_are_accepted_and_the_same_seed_gives_the_same_file(tree, tmp_pa
     # --noise-scale 0 makes the seed irrelevant; the default scale keeps it relevant (checked above).
     zero_a, zero_b = run("g", "--seed", "7", "--noise-scale", "0"), run("h", "--seed", "8", "--noise-scale", "0")
     assert zero_a.read_bytes() == zero_b.read_bytes() != first.read_bytes()
+
+
+def test_evaluate_scores_the_aiff_and_oga_files_enhance_writes(tmp_path, tiny_pipeline_dir, make_speech, capsys):
+    from fuse_hf.audio import save_audio
+
+    clean_dir, noisy_dir, out_dir = tmp_path / "clean", tmp_path / "noisy", tmp_path / "enhanced"
+    rng = np.random.default_rng(0)
+    for name, suffix, seed in (("a", ".aiff", 1), ("sub/b", ".oga", 2)):
+        clean = make_speech(0.6, seed=seed)
+        save_audio(clean_dir / f"{name}.wav", clean, 16000, subtype="PCM_16")
+        save_audio(noisy_dir / f"{name}{suffix}", clean + 0.05 * rng.standard_normal(clean.shape), 16000)
+    code, _, err = enhance(capsys, noisy_dir, "-o", out_dir, *FAST, model=tiny_pipeline_dir)
+    assert code == 0, err
+    assert sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*.*")) == ["a.aiff", "sub/b.oga"]
+
+    report_file = tmp_path / "scores.json"
+    code = main(
+        [
+            "evaluate",
+            "--clean",
+            str(clean_dir),
+            "--enhanced",
+            str(out_dir),
+            "--noisy",
+            str(noisy_dir),
+            "--metrics",
+            "si_sdr",
+            "--no-progress",
+            "--out",
+            str(report_file),
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    report = json.loads(report_file.read_text())
+    assert [row["file"] for row in report["files"]] == ["a", "sub/b"]
+    assert report["unpaired"] == {"clean": [], "enhanced": [], "noisy": []}
+    assert all(np.isfinite(row["si_sdr"]) and np.isfinite(row["noisy_si_sdr"]) for row in report["files"])
+    assert "mean (2 files)" in out
 
 
 # ---------------------------------------------------------------------------------------- bad input
@@ -284,6 +373,36 @@ def test_zero_steps(tree, tmp_path, tiny_pipeline_dir, capsys):
     assert "--steps" in line and "0" in line
 
 
+def test_without_a_model_the_random_pipeline_is_announced_once(tmp_path, make_speech, capsys, monkeypatch):
+    monkeypatch.setattr("fuse_hf.hub.bundled_model_path", lambda: None)
+    source = write(tmp_path / "in.wav", make_speech(0.3), 16000, "PCM_16")
+    code = main(["enhance", str(source), "-o", str(tmp_path / "out"), *FAST])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    [line] = [line for line in err.splitlines() if "WARNING" in line]
+    assert line.startswith("fuse-hf: WARNING: no trained model") and "RANDOM" in line and "--model" in line
+    assert summary(out)["files"] == 1
+
+
+def test_pipeline_loader(tmp_path, tiny_pipeline_dir, monkeypatch):
+    """`fuse_hf.hub.load_pipeline`, the loader of the CLI, the Space and the benchmarks: one-line errors."""
+    from fuse_hf.hub import RandomWeightsWarning, load_pipeline
+
+    pipe = load_pipeline(tiny_pipeline_dir, device="cpu")
+    assert pipe.device.type == "cpu" and pipe._progress_bar_config.get("disable") is True
+    with pytest.raises(ValueError, match="no such pipeline folder") as info:
+        load_pipeline(tmp_path / "missing")
+    with pytest.raises(ValueError, match=r"^device cuda:99: not usable here \(.+\)\.$") as info:
+        load_pipeline(tiny_pipeline_dir, device="cuda:99")
+    assert "\n" not in str(info.value)
+
+    monkeypatch.setattr("fuse_hf.hub.bundled_model_path", lambda: None)
+    with pytest.raises(ValueError, match="no trained model is installed"):
+        load_pipeline()
+    with pytest.warns(RandomWeightsWarning, match="RANDOM weights"):
+        assert load_pipeline(device="cpu", random_fallback=True).device.type == "cpu"
+
+
 # --------------------------------------------------------------------------------- real processes
 
 
@@ -293,9 +412,24 @@ def test_console_script(tree, tmp_path, tiny_pipeline_dir):
         pytest.skip("the fuse-hf console script is not installed next to this interpreter")
     out_dir = tmp_path / "out"
     result = subprocess.run(
-        [str(script), "enhance", str(tree / "sub"), "-o", str(out_dir), "--model", str(tiny_pipeline_dir),
-         "--steps", "1", "--seed", "3", "--device", "cpu"],
-        capture_output=True, text=True, timeout=300,
+        [
+            str(script),
+            "enhance",
+            str(tree / "sub"),
+            "-o",
+            str(out_dir),
+            "--model",
+            str(tiny_pipeline_dir),
+            "--steps",
+            "1",
+            "--seed",
+            "3",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*.*")) == ["b.flac", "deeper/c.wav"]
@@ -303,14 +437,8 @@ def test_console_script(tree, tmp_path, tiny_pipeline_dir):
     assert "Traceback" not in result.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_accelerate_launch_shares_files_between_two_cpu_processes(tmp_path, tiny_pipeline_dir, make_speech):
-    """`accelerate launch -m fuse_hf.cli enhance` with two CPU processes: each file is enhanced by exactly one.
+    """`accelerate launch -m fuse_hf enhance` with two CPU processes: each file is enhanced by exactly one.
 
     `--cpu` is not the flag for this: accelerate then starts a single process (multi-CPU needs mpirun). Without a
     GPU, `--multi_gpu` is accelerate's torchrun launcher; the CLI must still set up a 2-process gloo group.
@@ -326,11 +454,37 @@ def test_accelerate_launch_shares_files_between_two_cpu_processes(tmp_path, tiny
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "WORLD_SIZE", "RANK", "LOCAL_"))}
     env.update(HF_HOME=str(tmp_path / "hf-home"), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")  # no user config
     result = subprocess.run(
-        [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-         "-m", "fuse_hf.cli", "enhance", str(folder), "-o", str(out_dir), "--model", str(tiny_pipeline_dir),
-         "--steps", "1", "--device", "cpu"],
-        capture_output=True, text=True, timeout=300, env=env,
+        [
+            str(launcher),
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            str(free_port()),
+            "-m",
+            "fuse_hf",
+            "enhance",
+            str(folder),
+            "-o",
+            str(out_dir),
+            "--model",
+            str(tiny_pipeline_dir),
+            "--steps",
+            "1",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = re.findall(r"\[process (\d+)\] (enhanced .*)", result.stdout)

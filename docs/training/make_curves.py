@@ -18,21 +18,22 @@ import argparse
 import json
 import re
 from pathlib import Path
-from typing import Dict, List
 
 import numpy as np
 
 # tqdm line: "train vae:   0%|   | 1942/1000000 [03:24<26:09:34, 10.60it/s, loss=1.043, lr=0.001]"
-TQDM = re.compile(r"\|\s*(\d+)/\d+ \[(\d+):(\d+)(?::(\d+))?<[^\]]*?(?:loss=([-+\d.eE]+))?(?:, lr=[^,\]]+)?"
-                  r"(?:, accuracy=([-+\d.eE]+))?\]")
+TQDM = re.compile(
+    r"\|\s*(\d+)/\d+ \[(\d+):(\d+)(?::(\d+))?<[^\]]*?(?:loss=([-+\d.eE]+))?(?:, lr=[^,\]]+)?"
+    r"(?:, accuracy=([-+\d.eE]+))?\]"
+)
 
 
-def parse_log(path: Path) -> Dict[str, np.ndarray]:
+def parse_log(path: Path) -> dict[str, np.ndarray]:
     """tqdm log -> arrays step, loss (and accuracy if logged), plus the elapsed wall seconds of the last update.
 
     The postfix of the update that shows ``n/total`` carries the loss of step n; the last one printed wins.
     """
-    by_step: Dict[int, tuple] = {}
+    by_step: dict[int, tuple] = {}
     elapsed = 0.0
     for line in path.read_text(errors="replace").replace("\r", "\n").splitlines():
         match = TQDM.search(line)
@@ -47,7 +48,7 @@ def parse_log(path: Path) -> Dict[str, np.ndarray]:
     return {"step": steps, "loss": values[:, 0], "accuracy": values[:, 1], "elapsed_s": elapsed}
 
 
-def read_history(path: Path) -> List[Dict[str, float]]:
+def read_history(path: Path) -> list[dict[str, float]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -59,22 +60,29 @@ def smooth(values: np.ndarray, window: int = 50) -> np.ndarray:
     return (cumulative[idx] - cumulative[lo]) / (idx - lo)
 
 
-def noisy_baseline(corpus: Path, logged_si_sdr: float, n: int = 8, samples: int = 65280, seed: int = 1) -> Dict:
+def noisy_baseline(corpus: Path, logged_si_sdr: float, n: int = 8, samples: int = 65280, seed: int = 1) -> dict:
     """Scores the noisy inputs of the diffusion stage's validation pairs (mean PESQ-WB, ESTOI, SI-SDR)."""
     from fuse_hf.data import list_audio_files, make_validation_pairs
-    from fuse_hf.metrics import compute_metrics
+    from fuse_hf.metrics import compute_metrics, nanmean
 
-    pairs = make_validation_pairs(list_audio_files(corpus / "speech" / "valid"),
-                                  list_audio_files(corpus / "noise" / "valid"), n, samples, seed=seed)
+    pairs = make_validation_pairs(
+        list_audio_files(corpus / "speech" / "valid"),
+        list_audio_files(corpus / "noise" / "valid"),
+        n,
+        samples,
+        seed=seed,
+    )
     rows = [compute_metrics(p["clean"], p["noisy"], 16000, ("pesq", "estoi", "si_sdr")) for p in pairs]
-    out = {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
+    out = {k: nanmean([r[k] for r in rows]) for k in rows[0]}
     if abs(out["si_sdr"] - logged_si_sdr) > 0.01:
-        raise ValueError(f"noisy baseline: SI-SDR {out['si_sdr']:.3f} dB, but the run logged {logged_si_sdr:.3f} dB. "
-                         "These are not the run's validation pairs (other corpus, seed or length?).")
+        raise ValueError(
+            f"noisy baseline: SI-SDR {out['si_sdr']:.3f} dB, but the run logged {logged_si_sdr:.3f} dB. "
+            "These are not the run's validation pairs (other corpus, seed or length?)."
+        )
     return out
 
 
-def plot(run1: Path, run2: Path, out: Path, corpus: Path = None, probe: Path = None) -> Dict:
+def plot(run1: Path, run2: Path, out: Path, corpus: Path = None, probe: Path = None) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,22 +113,28 @@ def plot(run1: Path, run2: Path, out: Path, corpus: Path = None, probe: Path = N
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
 
-    loss_panel(axes[0, 0], logs["vae"]["step"], logs["vae"]["loss"],
-               "VAE (magnitude): L1+MSE+log-mag+MR-STFT+KL")
-    loss_panel(axes[0, 1], logs["beats"]["step"], logs["beats"]["loss"],
-               "BEATs iter-1: masked-token cross-entropy", log_y=False)
+    loss_panel(axes[0, 0], logs["vae"]["step"], logs["vae"]["loss"], "VAE (magnitude): L1+MSE+log-mag+MR-STFT+KL")
+    loss_panel(
+        axes[0, 1],
+        logs["beats"]["step"],
+        logs["beats"]["loss"],
+        "BEATs iter-1: masked-token cross-entropy",
+        log_y=False,
+    )
     loss_panel(axes[0, 2], diff_step, diff_loss, "diffusion UNet: v-prediction MSE")
     axes[0, 2].axvline(logs["diffusion1"]["step"][-1], color="k", ls="--", lw=0.8)
-    axes[0, 2].text(logs["diffusion1"]["step"][-1], axes[0, 2].get_ylim()[1], " resumed (phase 2)",
-                    va="top", fontsize=8)
+    axes[0, 2].text(
+        logs["diffusion1"]["step"][-1], axes[0, 2].get_ylim()[1], " resumed (phase 2)", va="top", fontsize=8
+    )
 
     ax = axes[1, 0]
     steps = [h["step"] for h in vae_hist]
     ax.plot(steps, [h["si_sdr"] for h in vae_hist], "o-", color="C1", label="SI-SDR (dB)")
     ax.axhline(5.0, color="C1", ls=":", lw=1, label="gate SI-SDR 5 dB")
     ax.axhline(10.0, color="C1", ls="--", lw=0.8, label="aim 10 dB")
-    ax.set(title="VAE round trip of clean valid speech (clean phase)", xlabel="step", ylabel="SI-SDR (dB)",
-           ylim=(0, 22))
+    ax.set(
+        title="VAE round trip of clean valid speech (clean phase)", xlabel="step", ylabel="SI-SDR (dB)", ylim=(0, 22)
+    )
     twin = ax.twinx()
     twin.plot(steps, [h["estoi"] for h in vae_hist], "s-", color="C2", label="ESTOI")
     twin.set(ylabel="ESTOI", ylim=(0.9, 1.0))
@@ -129,8 +143,13 @@ def plot(run1: Path, run2: Path, out: Path, corpus: Path = None, probe: Path = N
     ax.grid(alpha=0.3)
 
     ax = axes[1, 1]
-    ax.plot([h["step"] for h in beats_hist], [h["masked_accuracy"] for h in beats_hist], "o-", color="C3",
-            label="valid masked accuracy")
+    ax.plot(
+        [h["step"] for h in beats_hist],
+        [h["masked_accuracy"] for h in beats_hist],
+        "o-",
+        color="C3",
+        label="valid masked accuracy",
+    )
     train_acc = logs["beats"]["accuracy"]
     ax.plot(logs["beats"]["step"], smooth(train_acc, 200), color="C3", alpha=0.4, label="train (mean of 200)")
     ax.axhline(1 / 1024, color="0.5", ls=":", lw=1, label="chance 1/1024")
@@ -138,26 +157,40 @@ def plot(run1: Path, run2: Path, out: Path, corpus: Path = None, probe: Path = N
         # From benchmarks/bench_beats_probe.py: the tokenizer's commonest token on valid mixtures.
         frequent = json.loads(probe.read_text())["masked_token_accuracy"]["most_frequent_token"]
         ax.axhline(frequent, color="0.3", ls="--", lw=1, label=f"always the commonest token ({frequent:.2f})")
-    ax.set(title="BEATs masked-token accuracy (1024 tokens, 75% masked)", xlabel="step", ylabel="accuracy",
-           ylim=(0, 0.5))
+    ax.set(
+        title="BEATs masked-token accuracy (1024 tokens, 75% masked)", xlabel="step", ylabel="accuracy", ylim=(0, 0.5)
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
 
     ax = axes[1, 2]
     steps = [h["step"] for h in diff_hist]
     ax.plot(steps, [h["si_sdr"] for h in diff_hist], "o-", color="C1", label="SI-SDR, guidance on (dB)")
-    ax.plot(steps, [h["guidance_off_si_sdr"] for h in diff_hist], "x--", color="C1", alpha=0.6,
-            label="SI-SDR, guidance off (dB)")
+    ax.plot(
+        steps,
+        [h["guidance_off_si_sdr"] for h in diff_hist],
+        "x--",
+        color="C1",
+        alpha=0.6,
+        label="SI-SDR, guidance off (dB)",
+    )
     ax.axhline(diff_hist[-1]["noisy_si_sdr"], color="0.4", ls=":", label="noisy input SI-SDR")
-    ax.set(title="FUSE (6 DDIM steps) on noisy valid mixtures", xlabel="step", ylabel="SI-SDR (dB)",
-           xlim=(0, steps[-1] * 1.1), ylim=(-2, 8))
+    ax.set(
+        title="FUSE (6 DDIM steps) on noisy valid mixtures",
+        xlabel="step",
+        ylabel="SI-SDR (dB)",
+        xlim=(0, steps[-1] * 1.1),
+        ylim=(-2, 8),
+    )
     twin = ax.twinx()
     twin.plot(steps, [h["estoi"] for h in diff_hist], "s-", color="C2", label="ESTOI")
     if noisy:
         twin.axhline(noisy["estoi"], color="C2", ls=":", label="noisy input ESTOI")
     twin.set(ylabel="ESTOI", ylim=(0, 0.6))
     handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-    ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="center left", bbox_to_anchor=(0.0, 0.36), ncol=2)
+    ax.legend(
+        handles, [h.get_label() for h in handles], fontsize=7, loc="center left", bbox_to_anchor=(0.0, 0.36), ncol=2
+    )
     ax.grid(alpha=0.3)
 
     fig.tight_layout()
@@ -169,10 +202,19 @@ def plot(run1: Path, run2: Path, out: Path, corpus: Path = None, probe: Path = N
         return float(np.mean(log["loss"][-n:]))
 
     return {
-        name: {"last_step": int(log["step"][-1]), "wall_min": round(log["elapsed_s"] / 60, 2),
-               "first_loss": float(log["loss"][0]), "loss_last_100_mean": round(tail_mean(log), 4)}
+        name: {
+            "last_step": int(log["step"][-1]),
+            "wall_min": round(log["elapsed_s"] / 60, 2),
+            "first_loss": float(log["loss"][0]),
+            "loss_last_100_mean": round(tail_mean(log), 4),
+        }
         for name, log in logs.items()
-    } | {"diffusion_noisy_input": noisy, "vae_history": vae_hist, "beats_history": beats_hist, "diffusion_history": diff_hist}
+    } | {
+        "diffusion_noisy_input": noisy,
+        "vae_history": vae_hist,
+        "beats_history": beats_hist,
+        "diffusion_history": diff_hist,
+    }
 
 
 def main(argv=None) -> int:
@@ -180,13 +222,20 @@ def main(argv=None) -> int:
     parser.add_argument("--run1", default="/tmp/gpu1")
     parser.add_argument("--run2", default="/tmp/gpu2")
     parser.add_argument("--out", default="docs/training/curves.png")
-    parser.add_argument("--probe", default="benchmarks/results/beats_probe.json",
-                        help="bench_beats_probe.py output, for the commonest-token reference (optional)")
-    parser.add_argument("--corpus", default=str(Path("~/.cache/fuse-corpus").expanduser()),
-                        help="to score the noisy inputs of the diffusion validation pairs; '' to skip")
+    parser.add_argument(
+        "--probe",
+        default="benchmarks/results/beats_probe.json",
+        help="bench_beats_probe.py output, for the commonest-token reference (optional)",
+    )
+    parser.add_argument(
+        "--corpus",
+        default=str(Path("~/.cache/fuse-corpus").expanduser()),
+        help="to score the noisy inputs of the diffusion validation pairs; '' to skip",
+    )
     args = parser.parse_args(argv)
-    summary = plot(Path(args.run1), Path(args.run2), Path(args.out), Path(args.corpus) if args.corpus else None,
-                   Path(args.probe))
+    summary = plot(
+        Path(args.run1), Path(args.run2), Path(args.out), Path(args.corpus) if args.corpus else None, Path(args.probe)
+    )
     print(json.dumps(summary, indent=1))
     return 0
 

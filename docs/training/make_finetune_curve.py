@@ -43,9 +43,19 @@ def main(argv=None) -> int:
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=110)
-    print(json.dumps({"steps": int(log["step"][-1]), "wall_s": log["elapsed_s"],
-                      "loss_first100": float(log["loss"][:100].mean()), "loss_last100": float(log["loss"][-100:].mean()),
-                      "validation": history}, indent=1, default=float))
+    print(
+        json.dumps(
+            {
+                "steps": int(log["step"][-1]),
+                "wall_s": log["elapsed_s"],
+                "loss_first100": float(log["loss"][:100].mean()),
+                "loss_last100": float(log["loss"][-100:].mean()),
+                "validation": history,
+            },
+            indent=1,
+            default=float,
+        )
+    )
     return 0
 
 
