@@ -1,35 +1,40 @@
-"""Converts an official BEATs checkpoint (microsoft/unilm, ``beats/``) to a diffusers folder.
+"""Converts an official BEATs checkpoint (microsoft/unilm, ``beats/``) to a transformers folder.
 
 The official ``.pt`` files (``BEATs_iter3.pt``, ``BEATs_iter3_plus_AS2M.pt``, ...) are published on the BEATs page
 of microsoft/unilm (https://github.com/microsoft/unilm/tree/master/beats), outside the Hugging Face Hub. Each
 holds ``{'cfg': dict, 'model': state_dict}``. The state-dict keys of :class:`~fuse_hf.models.beats.BEATsModel`
-are the official ones, so conversion is a check of every key and shape, a strict load, and ``save_pretrained``::
+are the official ones, so conversion is a check of every key and shape, a strict load, and ``save_pretrained``
+(``config.json``, ``model.safetensors`` in the checkpoint's own precision, and the feature extractor's
+``preprocessor_config.json``)::
 
     fuse-hf convert-beats BEATs_iter3.pt beats-iter3/
-    >>> BEATsModel.from_pretrained("beats-iter3/")
+    >>> BEATsModel.from_pretrained("beats-iter3/")  # or AutoModel / AutoFeatureExtractor after importing fuse_hf.models
 
 The file is read with ``torch.load(..., weights_only=True)``: tensors and plain containers only, no code runs.
+A conditioner folder written by fuse-hf 0.1 in the diffusers layout (``config.json`` with ``_class_name`` and
+``diffusion_pytorch_model.safetensors``, the same keys) converts the same way.
 """
 
 from __future__ import annotations
 
-import argparse
+import json
 import logging
 import os
 import pickle
-import sys
-from typing import Dict, Mapping, Tuple
+from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 
-from .models.beats import OFFICIAL_DEFAULTS, BEATsModel
+from .audio import first_line
+from .models.beats import OFFICIAL_DEFAULTS, BEATsConfig, BEATsFeatureExtractor, BEATsModel
 
 logger = logging.getLogger(__name__)
 
 OFFICIAL_CHECKPOINTS_URL = "https://github.com/microsoft/unilm/tree/master/beats"
 
 
-def load_official_checkpoint(checkpoint_path: str | os.PathLike) -> Tuple[dict, Dict[str, torch.Tensor]]:
+def load_official_checkpoint(checkpoint_path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
     """Reads an official checkpoint safely.
 
     Returns:
@@ -45,10 +50,9 @@ def load_official_checkpoint(checkpoint_path: str | os.PathLike) -> Tuple[dict, 
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(
-            f"{path}: not a PyTorch checkpoint that loads with weights_only=True ({reason}). Pass an official "
-            f"BEATs checkpoint from {OFFICIAL_CHECKPOINTS_URL}."
+            f"{path}: not a PyTorch checkpoint that loads with weights_only=True ({first_line(error)}). Pass an "
+            f"official BEATs checkpoint from {OFFICIAL_CHECKPOINTS_URL}."
         ) from None
     if not isinstance(checkpoint, Mapping):
         raise ValueError(
@@ -112,63 +116,68 @@ def check_state_dict(model: BEATsModel, state_dict: Mapping[str, torch.Tensor]) 
             )
 
 
+def load_diffusers_folder(folder: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Reads a BEATs conditioner saved by fuse-hf 0.1 in the diffusers layout: `(cfg, state_dict)`.
+
+    Raises:
+        ValueError: the folder lacks ``config.json`` or ``diffusion_pytorch_model.safetensors``.
+    """
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    config_file, weights_file = folder / "config.json", folder / "diffusion_pytorch_model.safetensors"
+    for path in (config_file, weights_file):
+        if not path.is_file():
+            raise ValueError(
+                f"{folder}: no {path.name}; pass an official BEATs .pt checkpoint or a conditioner folder of fuse-hf "
+                "0.1 (config.json and diffusion_pytorch_model.safetensors)."
+            )
+    # Keys with a leading underscore are diffusers' bookkeeping (_class_name, _diffusers_version, ...).
+    cfg = {key: value for key, value in json.loads(config_file.read_text()).items() if not key.startswith("_")}
+    return cfg, load_file(str(weights_file))
+
+
 def convert_beats_checkpoint(checkpoint_path: str | os.PathLike, output_dir: str | os.PathLike) -> BEATsModel:
-    """Converts an official BEATs checkpoint and writes ``config.json`` + ``diffusion_pytorch_model.safetensors``.
+    """Converts an official BEATs checkpoint (or a fuse-hf 0.1 conditioner folder) to a transformers folder.
+
+    Writes ``config.json``, ``model.safetensors`` (the checkpoint's tensors in their own precision: fp16 stays
+    fp16; the configuration's ``dtype`` stays float32, the precision the model computes in) and the
+    ``preprocessor_config.json`` of [`BEATsFeatureExtractor`].
 
     Args:
-        checkpoint_path: an official ``.pt`` file (``{'cfg': dict, 'model': state_dict}``).
+        checkpoint_path: an official ``.pt`` file (``{'cfg': dict, 'model': state_dict}``), or a folder with
+            ``config.json`` and ``diffusion_pytorch_model.safetensors``.
         output_dir: folder for ``save_pretrained``; created if needed.
 
     Returns:
-        The converted model, in eval mode.
+        The converted model (float32), in eval mode.
 
     Raises:
         ValueError: unreadable file, wrong format, or a key/shape that does not match the configuration.
     """
-    cfg, state_dict = load_official_checkpoint(checkpoint_path)
-    model = BEATsModel(**config_from_official(cfg))
+    if Path(checkpoint_path).is_dir():
+        cfg, state_dict = load_diffusers_folder(checkpoint_path)
+    else:
+        cfg, state_dict = load_official_checkpoint(checkpoint_path)
+    model = BEATsModel(BEATsConfig(**config_from_official(cfg)))
     check_state_dict(model, state_dict)
     model.load_state_dict(state_dict, strict=True)
     model.eval()
-    model.save_pretrained(os.fspath(output_dir))
+    save_beats_folder(model, output_dir, state_dict)
     return model
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Registers ``convert-beats CHECKPOINT OUTPUT_DIR`` on the ``fuse-hf`` command line."""
-    parser = subparsers.add_parser(
-        "convert-beats",
-        help="convert an official BEATs .pt checkpoint to a diffusers folder",
-        description=(
-            "Convert an official BEATs checkpoint (microsoft/unilm) to a folder that "
-            "fuse_hf.models.beats.BEATsModel.from_pretrained() loads: config.json and "
-            "diffusion_pytorch_model.safetensors. Every key and shape is checked; the file is read with "
-            "torch.load(weights_only=True), so no code in it runs."
-        ),
-        epilog=(
-            f"Official checkpoints: {OFFICIAL_CHECKPOINTS_URL} (e.g. BEATs_iter3.pt for features, "
-            "BEATs_iter3_plus_AS2M.pt for AudioSet class scores).\n"
-            "Example: fuse-hf convert-beats BEATs_iter3.pt checkpoints/beats-iter3"
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="official BEATs .pt file ({'cfg', 'model'})")
-    parser.add_argument("output_dir", metavar="OUTPUT_DIR", help="folder to write (created if missing)")
-    parser.set_defaults(func=run)
-    return parser
+def save_beats_folder(
+    model: BEATsModel, output_dir: str | os.PathLike, state_dict: Mapping[str, torch.Tensor] | None = None
+) -> Path:
+    """`model.save_pretrained(output_dir)` plus the feature extractor; with `state_dict` (the model's own keys, as
+    checked by :func:`check_state_dict`), the weights file holds those tensors, in their precision."""
+    from safetensors.torch import save_file
 
-
-def run(args: argparse.Namespace) -> int:
-    """CLI handler: converts, prints one line, returns the exit code (1 on a bad checkpoint)."""
-    try:
-        model = convert_beats_checkpoint(args.checkpoint, args.output_dir)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    config = model.config
-    head = f", fine-tuned head with {config.predictor_class} classes" if config.finetuned_model else ""
-    print(
-        f"Converted {args.checkpoint}: BEATs {config.encoder_layers} layers x {config.encoder_embed_dim} dims"
-        f"{head} -> {args.output_dir}"
-    )
-    return 0
+    output_dir = Path(output_dir)
+    model.save_pretrained(output_dir)
+    BEATsFeatureExtractor().save_pretrained(output_dir)
+    if state_dict is not None and any(tensor.dtype != torch.float32 for tensor in state_dict.values()):
+        tensors = {key: tensor.detach().contiguous() for key, tensor in state_dict.items()}
+        save_file(tensors, str(output_dir / "model.safetensors"), metadata={"format": "pt"})
+    return output_dir

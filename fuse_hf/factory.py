@@ -5,7 +5,7 @@ Kept apart from the pipeline so that training, tests and benchmarks build models
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any
 
 from diffusers import DDIMScheduler, UNet2DConditionModel
 
@@ -23,9 +23,19 @@ TINY_UNET = dict(
     cross_attention_dim=32,
 )
 TINY_BEATS = dict(
-    input_patch_size=16, embed_dim=32, encoder_layers=2, encoder_embed_dim=32, encoder_ffn_embed_dim=64,
-    encoder_attention_heads=2, conv_pos=16, conv_pos_groups=4, relative_position_embedding=True, num_buckets=32,
-    max_distance=64, gru_rel_pos=True, deep_norm=True,
+    input_patch_size=16,
+    embed_dim=32,
+    encoder_layers=2,
+    encoder_embed_dim=32,
+    encoder_ffn_embed_dim=64,
+    encoder_attention_heads=2,
+    conv_pos=16,
+    conv_pos_groups=4,
+    relative_position_embedding=True,
+    num_buckets=32,
+    max_distance=64,
+    gru_rel_pos=True,
+    deep_norm=True,
 )
 
 
@@ -55,8 +65,9 @@ def make_vae(**kwargs: Any) -> SpectralAutoencoderKL:
     return SpectralAutoencoderKL(**kwargs)
 
 
-def make_unet(latent_channels: int, condition_dim: int, latent_frames: int = 64, latent_freq: int = 64,
-              **kwargs: Any) -> UNet2DConditionModel:
+def make_unet(
+    latent_channels: int, condition_dim: int, latent_frames: int = 64, latent_freq: int = 64, **kwargs: Any
+) -> UNet2DConditionModel:
     """The denoiser: input = noisy target latent ++ noisy-input latent (`2 * latent_channels` channels).
 
     BEATs tokens `(batch, tokens, condition_dim)` enter through cross-attention after diffusers' `encoder_hid_dim`
@@ -73,22 +84,23 @@ def make_unet(latent_channels: int, condition_dim: int, latent_frames: int = 64,
 
 
 def make_conditioner(**kwargs: Any):
-    """A BEATs encoder (random weights: pre-train it or load a converted checkpoint before use)."""
-    from .models.beats import BEATsModel
+    """A BEATs encoder from [`BEATsConfig`] fields (random weights: pre-train it or load a converted checkpoint)."""
+    from .models.beats import BEATsConfig, BEATsModel
 
-    return BEATsModel(**kwargs)
+    return BEATsModel(BEATsConfig(**kwargs))
 
 
 def make_pipeline(
-    vae: Optional[Dict[str, Any]] = None,
-    unet: Optional[Dict[str, Any]] = None,
-    conditioner: Optional[Dict[str, Any]] = None,
+    vae: dict[str, Any] | None = None,
+    unet: dict[str, Any] | None = None,
+    conditioner: dict[str, Any] | None = None,
     latent_frames: int = 64,
-    seed: Optional[int] = 0,
+    seed: int | None = 0,
 ):
     """A FUSEPipeline with freshly initialised weights from config dictionaries (defaults: tiny)."""
     import torch
 
+    from .models.beats import BEATsFeatureExtractor
     from .pipelines.pipeline_fuse import FUSEPipeline
 
     if seed is not None:
@@ -102,7 +114,13 @@ def make_pipeline(
         latent_freq=vae_model.config.sample_size // vae_model.downsample_factor,
         **(TINY_UNET if unet is None else unet),
     )
-    pipe = FUSEPipeline(vae=vae_model, conditioner=beats, unet=unet_model, scheduler=make_scheduler())
+    pipe = FUSEPipeline(
+        vae=vae_model,
+        conditioner=beats,
+        unet=unet_model,
+        scheduler=make_scheduler(),
+        feature_extractor=BEATsFeatureExtractor(),
+    )
     for module in (vae_model, beats, unet_model):
         module.eval()
     return pipe

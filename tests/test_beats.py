@@ -1,36 +1,45 @@
-"""BEATs: filterbank, model, padding, converter and pre-training objective.
+"""BEATs: filterbank, feature extractor, model, padding, converter, Auto classes, remote code and pre-training.
 
-The reference implementation is Microsoft's; it is not vendored. These tests stand on their own: the filterbank
-is checked against the independent numpy Kaldi recipe of `transformers.audio_utils`, the state-dict layout
-against the official key names and shapes written out below, and converted checkpoints against the model that
-wrote them.
+The reference implementation is Microsoft's; it is not vendored. Exactness is checked against
+`tests/fixtures/beats_golden.safetensors`, which Microsoft's code computed once from a seeded tiny model
+(`tests/fixtures/README.md`); the filterbank also against the independent numpy Kaldi recipe of
+`transformers.audio_utils`, the state-dict layout against the official key names and shapes written out below,
+and converted checkpoints against the model that wrote them.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
+from fixtures.beats_golden import CONFIG as GOLDEN_CONFIG
+from fixtures.beats_golden import FINETUNED_CONFIG as GOLDEN_FINETUNED_CONFIG
+from fixtures.beats_golden import FIXTURE as GOLDEN_FIXTURE
+from fixtures.beats_golden import SEED as GOLDEN_SEED
+from fixtures.beats_golden import seeded_state_dict
 from fuse_hf import convert_beats
+from fuse_hf.commands import convert_beats as convert_beats_command
 from fuse_hf.models.beats import (
+    BEATsConfig,
+    BEATsFeatureExtractor,
     BEATsModel,
     downsample_padding_mask,
     fbank,
     min_num_samples,
     patch_aligned_padding_mask,
 )
-from fuse_hf.models.beats_pretraining import (
-    BEATsForPretraining,
-    RandomProjectionTokenizer,
-    fit_linear_probe,
-    patchify,
-    probe_features,
-    row_targets_from_samples,
-)
+from fuse_hf.models.beats_pretraining import BEATsForPretraining, RandomProjectionTokenizer, patchify
 
 torch.set_num_threads(2)
 
@@ -96,7 +105,7 @@ def _randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 def _tiny(seed: int = 0, **overrides) -> BEATsModel:
     torch.manual_seed(seed)
-    return _randomize(BEATsModel(**{**TINY, **overrides}), seed)
+    return _randomize(BEATsModel(BEATsConfig(**{**TINY, **overrides})), seed)
 
 
 def _audio(num_samples: int, seed: int = 0) -> torch.Tensor:
@@ -221,7 +230,7 @@ def _official_keys(cfg: dict) -> dict:
 @pytest.fixture(scope="module")
 def iter3_model():
     torch.manual_seed(0)
-    return _randomize(BEATsModel(**ITER3), seed=3)
+    return _randomize(BEATsModel(BEATsConfig(**ITER3)), seed=3)
 
 
 def test_iter3_state_dict_has_the_official_keys_and_shapes(iter3_model):
@@ -233,19 +242,25 @@ def test_iter3_state_dict_has_the_official_keys_and_shapes(iter3_model):
     assert torch.equal(first, last)
 
 
-def test_config_defaults_are_the_official_ones():
+def test_config_defaults_are_the_official_ones_and_round_trip(tmp_path):
+    import inspect
+
     from fuse_hf.models.beats import OFFICIAL_DEFAULTS
 
-    model = BEATsModel(**{**TINY, "input_patch_size": 16})
     init_defaults = {
         name: parameter.default
-        for name, parameter in __import__("inspect").signature(BEATsModel.__init__).parameters.items()
-        if name != "self"
+        for name, parameter in inspect.signature(BEATsConfig.__init__).parameters.items()
+        if name not in ("self", "kwargs")
     }
     assert init_defaults == OFFICIAL_DEFAULTS
-    assert set(OFFICIAL_DEFAULTS) <= set(model.config)
+    config = BEATsConfig(**TINY)
+    assert config.model_type == "beats" and config.hidden_size == 64 and config.num_hidden_layers == 2
+    config.save_pretrained(tmp_path)
+    assert BEATsConfig.from_pretrained(tmp_path).to_dict() == config.to_dict()
     with pytest.raises(ValueError, match="input_patch_size=16"):
-        BEATsModel()  # the official default -1 is a placeholder
+        BEATsModel(BEATsConfig())  # the official default -1 is a placeholder
+    with pytest.raises(ValueError, match="conv_pos_groups"):
+        BEATsModel(BEATsConfig(**{**TINY, "conv_pos_groups": 5}))
 
 
 def test_weight_norm_matches_torch_parametrisation():
@@ -275,6 +290,60 @@ def test_shapes_token_order_and_input_checks():
         model.encode_tokens(torch.zeros(1, 4000), padding_mode="nope")
     with pytest.raises(ValueError, match="classification head"):
         model.classify(torch.zeros(1, 4000))
+
+
+def test_forward_takes_waveforms_or_filterbanks_and_either_mask():
+    model = _tiny()
+    extractor = BEATsFeatureExtractor()
+    waves, mask = _padded_batch([9000, 6000])
+    inputs = extractor([waves[0], waves[1, :6000]], sampling_rate=16000, return_tensors="pt")
+    assert torch.equal(inputs["attention_mask"].bool(), ~mask)
+    with torch.no_grad():
+        expected, expected_mask = model.encode_tokens(waves, mask)
+        from_features = model(**inputs)
+        from_waves = model(waves, attention_mask=(~mask).int(), output_hidden_states=True)
+        as_tuple = model(waves, mask, return_dict=False)
+    for out in (from_features, from_waves):
+        assert torch.equal(out.last_hidden_state, expected) and torch.equal(out.padding_mask, expected_mask)
+    assert len(from_waves.hidden_states) == 3 and torch.equal(from_waves.hidden_states[-1], expected)
+    assert len(as_tuple) == 2 and torch.equal(as_tuple[0], expected)
+
+    with pytest.raises(ValueError, match="either input_values"):
+        model(waves, input_features=inputs["input_features"])
+    with pytest.raises(ValueError, match="pass one of them"):
+        model(waves, mask, attention_mask=~mask)
+    with pytest.raises(ValueError, match="8000 samples give 48 frames, the features have 54"):
+        model(input_features=inputs["input_features"], padding_mask=mask[:, :8000])
+    with pytest.raises(ValueError, match=r"\(batch, frames, 128\)"):
+        model(input_features=inputs["input_features"][..., :64])
+
+
+def test_feature_extractor_pads_normalises_and_round_trips(tmp_path):
+    extractor = BEATsFeatureExtractor()
+    short, long = _audio(4000, seed=1).numpy(), _audio(7000, seed=2).numpy()
+    inputs = extractor([short, long], sampling_rate=16000)
+    assert isinstance(inputs["input_features"], np.ndarray) and inputs["input_features"].dtype == np.float32
+    padded = torch.zeros(2, 7000)
+    padded[0, :4000], padded[1] = torch.from_numpy(short), torch.from_numpy(long)
+    expected = (fbank(padded) - 15.41663) / (2 * 6.55582)
+    assert torch.equal(torch.from_numpy(inputs["input_features"]), expected)
+    assert inputs["attention_mask"].tolist() == [[1] * 4000 + [0] * 3000, [1] * 7000]
+    one = extractor(long, return_tensors="pt", return_attention_mask=False)
+    assert set(one) == {"input_features"} and torch.equal(one["input_features"], expected[1:])
+    assert extractor([short], padding="max_length", max_length=5000)["input_features"].shape == (1, 29, 128)
+
+    extractor.save_pretrained(tmp_path)
+    assert BEATsFeatureExtractor.from_pretrained(tmp_path).to_dict() == extractor.to_dict()
+    for call, message in [
+        (lambda: extractor(short, sampling_rate=8000), "8000 Hz"),
+        (lambda: extractor((short * 32768).astype(np.int16)), "float audio"),
+        (lambda: extractor(short[:399]), "399 samples"),
+        (lambda: extractor([short, long], padding="do_not_pad"), "padding='longest'"),
+        (lambda: extractor(np.zeros((1, 2, 4000), np.float32)), "shape"),
+        (lambda: BEATsFeatureExtractor(sampling_rate=22050), "16000 Hz"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            call()
 
 
 # ------------------------------------------------------------------------------------------------ padding
@@ -355,8 +424,9 @@ def test_convert_iter3_checkpoint(tmp_path, iter3_model):
     official_cfg = {**ITER3, "unused_field": 1}  # real checkpoints may carry fields BEATsConfig ignores
     _save_official(checkpoint, official_cfg, iter3_model.state_dict())
     convert_beats.convert_beats_checkpoint(checkpoint, tmp_path / "converted")
-    assert (tmp_path / "converted" / "config.json").exists()
-    assert (tmp_path / "converted" / "diffusion_pytorch_model.safetensors").exists()
+    files = sorted(os.listdir(tmp_path / "converted"))
+    assert files == ["config.json", "model.safetensors", "preprocessor_config.json"]
+    assert set(load_file(str(tmp_path / "converted" / "model.safetensors"))) == set(_official_keys(ITER3))
 
     reloaded = BEATsModel.from_pretrained(tmp_path / "converted").eval()
     assert reloaded.config.max_distance == 800 and reloaded.config.deep_norm
@@ -418,9 +488,184 @@ def test_converter_names_the_first_mismatch(tmp_path):
         convert_beats.convert_beats_checkpoint(tmp_path / "absent.pt", tmp_path / "out")
 
 
+def test_converter_keeps_fp16_and_upgrades_diffusers_folders(tmp_path):
+    """A fuse-hf 0.1 conditioner folder (diffusers layout) converts with its fp16 tensors as they are; the config
+    keeps float32, the precision the model computes in; loading the old folder directly says how to convert it."""
+    model = _tiny()
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "config.json").write_text(json.dumps({"_class_name": "BEATsModel", "_diffusers_version": "0.42.1", **TINY}))
+    half = {key: value.half() for key, value in model.state_dict().items()}
+    save_file(half, str(old / "diffusion_pytorch_model.safetensors"))
+    with pytest.raises(ValueError, match="convert-beats"):
+        BEATsModel.from_pretrained(old)
+
+    convert_beats.convert_beats_checkpoint(old, tmp_path / "new")
+    stored = load_file(str(tmp_path / "new" / "model.safetensors"))
+    assert set(stored) == set(half) and all(torch.equal(stored[key], half[key]) for key in half)
+    assert json.loads((tmp_path / "new" / "config.json").read_text())["dtype"] == "float32"
+    reloaded = BEATsModel.from_pretrained(tmp_path / "new")
+    assert reloaded.dtype == torch.float32
+    assert all(torch.equal(reloaded.state_dict()[key], half[key].float()) for key in half)
+
+
+def test_from_pretrained_refuses_weights_that_do_not_fit(tmp_path):
+    model = _tiny()
+    model.save_pretrained(tmp_path)
+    weights = load_file(str(tmp_path / "model.safetensors"))
+    del weights["encoder.layers.1.fc2.bias"]
+    save_file(weights, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"missing keys: encoder\.layers\.1\.fc2\.bias"):
+        BEATsModel.from_pretrained(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------ golden output
+
+
+@pytest.fixture(scope="module")
+def golden():
+    """The fixture Microsoft's code computed (tests/fixtures/README.md): its tensors and metadata."""
+    from safetensors import safe_open
+
+    with safe_open(str(GOLDEN_FIXTURE), "pt") as handle:
+        return handle.metadata(), {key: handle.get_tensor(key) for key in handle.keys()}
+
+
+def test_matches_microsofts_reference_through_the_converter(tmp_path, golden):
+    """Seeded weights in the official layout -> official checkpoint -> `fuse-hf convert-beats` -> Auto classes:
+    the filterbank, the features, the token mask and the class scores are Microsoft's."""
+    from transformers import AutoFeatureExtractor, AutoModel
+
+    metadata, expected = golden
+    assert json.loads(metadata["config"]) == GOLDEN_CONFIG and int(metadata["seed"]) == GOLDEN_SEED
+    for name, cfg in (("base", GOLDEN_CONFIG), ("finetuned", GOLDEN_FINETUNED_CONFIG)):
+        weights = seeded_state_dict(_official_keys(cfg), GOLDEN_SEED)
+        _save_official(tmp_path / f"{name}.pt", cfg, {key: torch.from_numpy(v) for key, v in weights.items()})
+        convert_beats.convert_beats_checkpoint(tmp_path / f"{name}.pt", tmp_path / name)
+    model = AutoModel.from_pretrained(tmp_path / "base")
+    extractor = AutoFeatureExtractor.from_pretrained(tmp_path / "base")
+    finetuned = AutoModel.from_pretrained(tmp_path / "finetuned")
+    assert type(model) is BEATsModel and type(extractor) is BEATsFeatureExtractor
+
+    waveform, padding_mask = expected["waveform"], expected["padding_mask"]
+    with torch.no_grad():
+        input_features = extractor(waveform, sampling_rate=16000, return_tensors="pt")["input_features"]
+        features, token_mask = model.extract_features(waveform, padding_mask)
+        probabilities, _ = finetuned.extract_features(waveform, padding_mask)
+    fbank_error = (input_features - expected["fbank"]).abs().max().item()
+    feature_error = (features - expected["features"]).abs().max().item()
+    probability_error = (probabilities - expected["probabilities"]).abs().max().item()
+    assert fbank_error <= 1e-5, fbank_error
+    assert feature_error <= 1e-5, feature_error  # float32 round-off of features about 4 in size
+    assert probability_error <= 1e-6, probability_error
+    assert torch.equal(token_mask, expected["token_padding_mask"])
+    assert token_mask[1].any() and not token_mask[0].any()  # the padded item masks part of its tokens
+
+
+# ------------------------------------------------------------------------------------------------ remote code
+
+
+REMOTE_BEATS_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.modules["fuse_hf"] = None  # as on a machine with only torch, numpy and transformers
+    sys.path[:] = [p for p in sys.path if p and p.rstrip('/') != sys.argv[2]]  # the source checkout
+    import numpy as np, torch
+    from transformers import AutoFeatureExtractor, AutoModel
+
+    folder, audio = sys.argv[1], sys.argv[3]
+    try:
+        AutoModel.from_pretrained(folder)
+    except ValueError as err:
+        assert "trust_remote_code" in str(err), err
+    else:
+        raise SystemExit("loaded remote code without trust_remote_code=True")
+    model = AutoModel.from_pretrained(folder, trust_remote_code=True)
+    extractor = AutoFeatureExtractor.from_pretrained(folder, trust_remote_code=True)
+    assert type(model).__module__.startswith("transformers_modules."), type(model).__module__
+    waveform = torch.from_numpy(np.load(audio))
+    with torch.no_grad():
+        features = model(**extractor(waveform, sampling_rate=16000, return_tensors="pt")).last_hidden_state
+        official, _ = model.extract_features(waveform)
+    np.save(audio, np.stack([features.numpy(), official.numpy()]))
+    """
+)
+
+
+def test_saved_folder_loads_as_remote_code_without_fuse_hf(tmp_path):
+    from fuse_hf.convert_beats import save_beats_folder
+    from fuse_hf.remote_code import check_remote_code, export_beats_remote_code
+
+    model = _tiny()
+    folder = save_beats_folder(model, tmp_path / "beats")
+    written = export_beats_remote_code(folder)
+    assert sorted(path.name for path in written) == ["feature_extraction_beats.py", "modeling_beats.py"]
+    imported = set(check_remote_code(folder)["modeling_beats.py"]) - set(sys.stdlib_module_names)
+    assert imported == {"numpy", "torch", "transformers"}
+    config = json.loads((folder / "config.json").read_text())
+    assert config["auto_map"] == {"AutoConfig": "modeling_beats.BEATsConfig", "AutoModel": "modeling_beats.BEATsModel"}
+    assert json.loads((folder / "preprocessor_config.json").read_text())["auto_map"] == {
+        "AutoFeatureExtractor": "feature_extraction_beats.BEATsFeatureExtractor"
+    }
+
+    waves = _padded_batch([9000, 9000])[0]
+    np.save(tmp_path / "audio.npy", waves.numpy())
+    script = tmp_path / "remote.py"
+    script.write_text(REMOTE_BEATS_SCRIPT)
+    repo_root = str(Path(__file__).resolve().parent.parent)
+    env = {
+        **os.environ,
+        "HF_HOME": str(tmp_path / "hf-home"),
+        "PYTHONPATH": "",
+        "OMP_NUM_THREADS": str(torch.get_num_threads()),
+    }  # same threads: same float sums
+    command = [sys.executable, "-I", str(script), str(folder), repo_root, str(tmp_path / "audio.npy")]
+    result = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path, stdin=subprocess.DEVNULL
+    )  # no prompt for trust_remote_code: the refusal is an error
+    assert result.returncode == 0, result.stderr[-3000:]
+    with torch.no_grad():
+        expected, _ = model.extract_features(waves)
+    remote_features, remote_official = np.load(tmp_path / "audio.npy")
+    np.testing.assert_array_equal(remote_features, expected.numpy())
+    np.testing.assert_array_equal(remote_official, expected.numpy())
+
+
+# ------------------------------------------------------------------------------------------------ the pipeline
+
+
+def test_bundled_conditioner_is_a_transformers_model_with_fp16_weights():
+    from fuse_hf.hub import bundled_model_path
+
+    folder = bundled_model_path()
+    if folder is None:
+        pytest.skip("no bundled fuse-small in this install")
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["conditioner"] == ["fuse_hf.models.beats.modeling_beats", "BEATsModel"]
+    assert index["feature_extractor"] == ["fuse_hf.models.beats.feature_extraction_beats", "BEATsFeatureExtractor"]
+    stored = load_file(str(folder / "conditioner" / "model.safetensors"))
+    assert {tensor.dtype for tensor in stored.values()} == {torch.float16}
+    model = BEATsModel.from_pretrained(folder / "conditioner")
+    assert model.dtype == torch.float32 and model.config.encoder_embed_dim == 256
+    assert BEATsFeatureExtractor.from_pretrained(folder / "feature_extractor").fbank_std == 6.55582
+
+
+def test_pipeline_condition_is_the_same_with_or_without_the_feature_extractor():
+    from fuse_hf.pipelines.pipeline_fuse import encode_condition
+
+    model = _tiny()
+    windows = torch.stack([_audio(12800, seed=1), _audio(12800, seed=2)])
+    with torch.no_grad():
+        alone, mask_alone = encode_condition(model, windows)
+        extracted, mask_extracted = encode_condition(model, windows, feature_extractor=BEATsFeatureExtractor())
+        expected, _ = model.encode_tokens(windows, padding_mode="patch")
+    assert torch.equal(alone, expected) and torch.equal(extracted, expected)
+    assert mask_alone is None and mask_extracted is None
+
+
 def test_convert_beats_command_line(tmp_path, capsys):
     parser = argparse.ArgumentParser(prog="fuse-hf")
-    convert_beats.add_parser(parser.add_subparsers(dest="command"))
+    convert_beats_command.add_parser(parser.add_subparsers(dest="command"))
     with pytest.raises(SystemExit):
         parser.parse_args(["convert-beats", "--help"])
     help_text = capsys.readouterr().out
@@ -456,7 +701,7 @@ def test_tokenizer_is_seeded_and_uses_the_encoder_token_order():
 
 def test_pretraining_step(tmp_path):
     torch.manual_seed(0)
-    encoder = BEATsModel(**{**TINY, "dropout": 0.0, "attention_dropout": 0.0})
+    encoder = BEATsModel(BEATsConfig(**{**TINY, "dropout": 0.0, "attention_dropout": 0.0}))
     wrapper = BEATsForPretraining(encoder, predictor_layers=1)
     waves, mask = _padded_batch([32000, 20000])
     out = wrapper(waves, mask, generator=torch.Generator().manual_seed(0))
@@ -480,24 +725,3 @@ def test_pretraining_step(tmp_path):
     reloaded = BEATsModel.from_pretrained(tmp_path / "conditioner").eval()
     with torch.no_grad():
         torch.testing.assert_close(reloaded.encode_tokens(waves)[0], encoder.eval().encode_tokens(waves)[0])
-
-
-def test_linear_probe_helpers():
-    generator = torch.Generator().manual_seed(0)
-    features = torch.randn(400, 16, generator=generator)
-    direction = torch.randn(16, generator=generator)
-    classes = (features @ direction > 0).long()
-    result = fit_linear_probe(features[:300], classes[:300], features[300:], classes[300:])
-    assert result["accuracy"] > 0.85 and result["accuracy"] > result["chance"] + 0.2
-    targets = features @ direction + 0.01 * torch.randn(400, generator=generator)
-    result = fit_linear_probe(features[:300], targets[:300], features[300:], targets[300:], task="regression")
-    assert result["r2"] > 0.99
-
-    speech = torch.zeros(1, 16000)
-    speech[:, 8000:] = 1.0
-    rows = row_targets_from_samples(speech, num_rows=5)
-    assert rows.shape == (1, 5) and rows[0, 0] == 0 and rows[0, -1] == 1
-
-    model = _tiny()
-    pooled = probe_features(model, _audio(16000)[None])
-    assert pooled.shape == (1, 6, 64)

@@ -17,14 +17,16 @@ from fuse_hf import FUSEPipeline
 from fuse_hf.remote_code import check_remote_code
 
 sys.path.insert(0, str(Path(__file__).parent))
+from conftest import free_port  # noqa: E402
 from hub_server import WRITE_TOKEN, FakeHub  # noqa: E402
 
 SECONDS, STEPS = 0.4, 2  # one window of the test pipelines: identity checks, not chunking (test_pipeline)
 
 
 def enhance(pipe, audio):
-    return pipe(audio, sampling_rate=16000, num_inference_steps=STEPS,
-                generator=torch.Generator().manual_seed(0)).audios
+    return pipe(
+        audio, sampling_rate=16000, num_inference_steps=STEPS, generator=torch.Generator().manual_seed(0)
+    ).audios
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +40,13 @@ def hub(tmp_path_factory):
 
     home = tmp_path_factory.mktemp("hf-home")
     with FakeHub() as server, pytest.MonkeyPatch.context() as mp:
-        env = {"HF_ENDPOINT": server.url, "HF_HOME": str(home), "HF_HUB_DISABLE_XET": "1",
-               "HF_HUB_DISABLE_TELEMETRY": "1", "FUSE_HF_CACHE": str(home / "fuse_hf")}
+        env = {
+            "HF_ENDPOINT": server.url,
+            "HF_HOME": str(home),
+            "HF_HUB_DISABLE_XET": "1",
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "FUSE_HF_CACHE": str(home / "fuse_hf"),
+        }
         for key, value in env.items():
             mp.setenv(key, value)
         for key in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "HF_HUB_CACHE"):
@@ -65,16 +72,24 @@ def point_at(mp, endpoint):
 
 @pytest.fixture(scope="module")
 def pushed(hub, tiny_pipeline, make_speech_module):
-    """`tester/fuse-tiny` pushed once, with the reference output of the pipeline that was pushed."""
-    from fuse_hf.hub import push_pipeline_to_hub
-
-    push = tiny_pipeline.push_to_hub if _has_fuse_push_to_hub() else \
-        (lambda repo, **kw: push_pipeline_to_hub(tiny_pipeline, repo, **kw))
+    """`tester/fuse-tiny` pushed once with `FUSEPipeline.push_to_hub`, with the reference output of that pipeline."""
     metrics = {"pesq": 2.51, "estoi": 0.81, "si_sdr": 14.2, "dnsmos_sig": 3.4, "dnsmos_bak": 3.9, "dnsmos_ovrl": 3.1}
-    url = push("tester/fuse-tiny", token=WRITE_TOKEN, metrics=metrics, datasets=["tester/noisy-speech"])
+    url = tiny_pipeline.push_to_hub(
+        "tester/fuse-tiny",
+        token=WRITE_TOKEN,
+        metrics=metrics,
+        datasets=["tester/noisy-speech"],
+        commit_message="Add the tiny test pipeline",
+    )
     audio = make_speech_module(SECONDS)[0]
-    return {"url": url, "repo": "tester/fuse-tiny", "revision": url.rsplit("/", 1)[-1], "audio": audio,
-            "reference": enhance(tiny_pipeline, audio), "metrics": metrics}
+    return {
+        "url": url,
+        "repo": "tester/fuse-tiny",
+        "revision": url.rsplit("/", 1)[-1],
+        "audio": audio,
+        "reference": enhance(tiny_pipeline, audio),
+        "metrics": metrics,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -82,12 +97,6 @@ def make_speech_module():
     from conftest import speech_like
 
     return speech_like
-
-
-def _has_fuse_push_to_hub():
-    from diffusers import DiffusionPipeline
-
-    return FUSEPipeline.push_to_hub is not DiffusionPipeline.push_to_hub
 
 
 def files_of(repo, revision="main"):
@@ -102,16 +111,32 @@ def files_of(repo, revision="main"):
 def test_push_uploads_pipeline_card_and_remote_code(pushed):
     assert "/tester/fuse-tiny/commit/" in pushed["url"]
     files = files_of(pushed["repo"])
-    assert {"README.md", "model_index.json", "pipeline_fuse.py", "audio.py", "vae/autoencoder_spectral.py",
-            "conditioner/beats.py", "vae/diffusion_pytorch_model.safetensors", "unet/config.json",
-            "scheduler/scheduler_config.json"} <= files
+    assert {
+        "README.md",
+        "model_index.json",
+        "pipeline_fuse.py",
+        "audio.py",
+        "vae/autoencoder_spectral.py",
+        "conditioner/modeling_beats.py",
+        "conditioner/model.safetensors",
+        "feature_extractor/feature_extraction_beats.py",
+        "feature_extractor/preprocessor_config.json",
+        "vae/diffusion_pytorch_model.safetensors",
+        "unet/config.json",
+        "scheduler/scheduler_config.json",
+    } <= files
     assert not any(f.endswith(".bin") for f in files)
 
 
-def test_pipeline_push_to_hub_is_fuse_aware():
-    if not _has_fuse_push_to_hub():
-        pytest.skip("FUSEPipeline.push_to_hub is still DiffusionPipeline's (no card, no remote code); "
-                    "it should call fuse_hf.hub.push_pipeline_to_hub")
+def test_pipeline_push_to_hub_commits_once_and_refuses_pickles(hub, pushed, tiny_pipeline):
+    """`FUSEPipeline.push_to_hub` (diffusers' signature) makes one commit with the caller's message after the Hub's
+    initial one, and refuses `safe_serialization=False` before it creates or uploads anything."""
+    commits = hub.state.repos[pushed["repo"]].commits
+    assert [c.title for c in commits[:2]] == ["initial commit", "Add the tiny test pipeline"]
+    assert commits[1].sha == pushed["revision"]
+    with pytest.raises(ValueError, match="safe_serialization=False"):
+        tiny_pipeline.push_to_hub("tester/fuse-pickled", token=WRITE_TOKEN, safe_serialization=False)
+    assert "tester/fuse-pickled" not in hub.state.repos
 
 
 def test_round_trip_by_repo_id_into_an_empty_cache(pushed, tmp_path):
@@ -134,13 +159,22 @@ def test_model_card_metadata_validates_and_keeps_the_results(pushed, tmp_path):
     name, results = model_index_to_eval_results(data["model-index"])
     assert name == "fuse-tiny"
     scores = {r.metric_name: r.metric_value for r in results}
-    assert scores == {"PESQ-WB": 2.51, "ESTOI": 0.81, "SI-SDR (dB)": 14.2, "DNSMOS SIG": 3.4, "DNSMOS BAK": 3.9,
-                      "DNSMOS OVRL": 3.1}
+    assert scores == {
+        "PESQ-WB": 2.51,
+        "ESTOI": 0.81,
+        "SI-SDR (dB)": 14.2,
+        "DNSMOS SIG": 3.4,
+        "DNSMOS BAK": 3.9,
+        "DNSMOS OVRL": 3.1,
+    }
     assert {r.task_type for r in results} == {"audio-to-audio"}
     text = card.text
-    for snippet in ('FUSEPipeline.from_pretrained("tester/fuse-tiny")', "fuse-hf enhance noisy/ --model tester/fuse-tiny",
-                    'DiffusionPipeline.from_pretrained("tester/fuse-tiny", trust_remote_code=True)',
-                    "accelerate launch train.py"):
+    for snippet in (
+        'FUSEPipeline.from_pretrained("tester/fuse-tiny")',
+        "fuse-hf enhance noisy/ --model tester/fuse-tiny",
+        'DiffusionPipeline.from_pretrained("tester/fuse-tiny", trust_remote_code=True)',
+        "accelerate launch train.py",
+    ):
         assert snippet in text
 
 
@@ -149,7 +183,7 @@ def test_cli_push_revisions_offline_and_private(hub, pushed, tmp_path, monkeypat
     offline; a private repo needs the token."""
     from huggingface_hub import HfApi, constants
 
-    from fuse_hf.cli import main
+    from fuse_hf.commands import main
     from fuse_hf.factory import make_pipeline
     from fuse_hf.hub import resolve_pipeline_folder
 
@@ -160,8 +194,10 @@ def test_cli_push_revisions_offline_and_private(hub, pushed, tmp_path, monkeypat
     folder = tmp_path / "other"
     other.save_pretrained(folder)
     (tmp_path / "results.json").write_text(json.dumps({"mean": {"pesq": 1.5, "si_sdr": 3.0}, "files": []}))
-    assert main(["push", str(folder), pushed["repo"], "--token", WRITE_TOKEN,
-                 "--metrics", str(tmp_path / "results.json")]) == 0
+    assert (
+        main(["push", str(folder), pushed["repo"], "--token", WRITE_TOKEN, "--metrics", str(tmp_path / "results.json")])
+        == 0
+    )
     assert "pushed" in capsys.readouterr().out
 
     cache = tmp_path / "cache"
@@ -173,8 +209,8 @@ def test_cli_push_revisions_offline_and_private(hub, pushed, tmp_path, monkeypat
     latest_out = enhance(latest, pushed["audio"])
     np.testing.assert_array_equal(latest_out, enhance(other, pushed["audio"]))
 
-    # Offline: nothing answers at the endpoint any more.
-    point_at(monkeypatch, "http://127.0.0.1:9")
+    # Offline: nothing answers at the endpoint any more (a port just freed, so nothing listens there).
+    point_at(monkeypatch, f"http://127.0.0.1:{free_port()}")
     cached = FUSEPipeline.from_pretrained(pushed["repo"], cache_dir=cache, local_files_only=True)
     cached.set_progress_bar_config(disable=True)
     np.testing.assert_array_equal(enhance(cached, pushed["audio"]), latest_out)
@@ -193,7 +229,7 @@ def test_cli_push_revisions_offline_and_private(hub, pushed, tmp_path, monkeypat
 
 
 def test_cli_push_reports_errors_in_one_line(hub, tmp_path, capsys, tiny_pipeline_dir):
-    from fuse_hf.cli import main
+    from fuse_hf.commands import main
 
     assert main(["push", str(tmp_path), "tester/x", "--token", WRITE_TOKEN]) == 1
     assert "missing model_index.json" in capsys.readouterr().err
@@ -211,33 +247,63 @@ def test_folder_loads_with_installed_classes_never_the_uploaded_code(tiny_pipeli
 
     folder = stage_pipeline_folder(tiny_pipeline_dir, tmp_path / "staged", "tester/fuse-tiny")
     report = check_remote_code(folder)
-    assert set(report) == {"pipeline_fuse.py", "audio.py", "vae/autoencoder_spectral.py", "conditioner/beats.py"}
+    # Component folders hold one self-contained file each: diffusers downloads nothing else from a model folder.
+    assert {
+        "pipeline_fuse.py",
+        "audio.py",
+        "vae/autoencoder_spectral.py",
+        "conditioner/modeling_beats.py",
+        "feature_extractor/feature_extraction_beats.py",
+    } <= set(report)
+    assert {path.parent.name for path in folder.glob("*/*.py")} == {"vae", "conditioner", "feature_extractor"}
+    assert len(list(folder.glob("*/*.py"))) == 3
     for packages in report.values():
-        assert not {p for p in packages if p not in sys.stdlib_module_names} - {"torch", "numpy", "diffusers",
-                                                                                  "soundfile", "soxr"}
+        assert not {p for p in packages if p not in sys.stdlib_module_names} - {
+            "torch",
+            "numpy",
+            "diffusers",
+            "transformers",
+            "soundfile",
+            "soxr",
+        }
     for path in folder.rglob("*.py"):
         path.write_text("raise RuntimeError('uploaded code ran')\n")
     pipe = FUSEPipeline.from_pretrained(folder)
     assert type(pipe).__module__ == "fuse_hf.pipelines.pipeline_fuse"
 
 
-def test_export_refuses_imports_beyond_torch_numpy_diffusers(tiny_pipeline_dir, tmp_path):
+def test_export_refuses_imports_beyond_torch_numpy_diffusers_transformers(tiny_pipeline_dir, tmp_path):
     from fuse_hf.hub import stage_pipeline_folder
 
     folder = stage_pipeline_folder(tiny_pipeline_dir, tmp_path / "staged", "tester/x")
-    beats = folder / "conditioner" / "beats.py"
-    original = beats.read_text()
-    for bad, reason in [("import fuse_hf.audio\n", "fuse_hf.audio"), ("import scipy.signal\n", "scipy.signal"),
-                        ("from ..audio import stft\n", "not a sibling"), ("from .missing import x\n", "not uploaded")]:
-        beats.write_text(bad + original)
+    beats, pipeline = folder / "conditioner" / "modeling_beats.py", folder / "pipeline_fuse.py"
+    for path, bad, reason in [
+        (beats, "import fuse_hf.audio\n", "fuse_hf.audio"),
+        (beats, "import scipy.signal\n", "scipy.signal"),
+        (beats, "from .audio import stft\n", "self-contained"),
+        (pipeline, "from ..audio import stft\n", "not a sibling"),
+        (pipeline, "from .missing import x\n", "not uploaded"),
+    ]:
+        original = path.read_text()
+        path.write_text("import transformers.utils\n" + original)
+        check_remote_code(folder)  # transformers is allowed: the conditioner is a transformers model
+        path.write_text(bad + original)
         with pytest.raises(ValueError, match=reason):
             check_remote_code(folder)
+        path.write_text(original)
+    config_file = folder / "conditioner" / "config.json"
+    config = json.loads(config_file.read_text())
+    config["auto_map"]["AutoModel"] = "modeling_other.BEATsModel"
+    config_file.unlink()  # a link to the saved folder's file: replace it, never write through
+    config_file.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="auto_map names AutoModel in modeling_other.py, which is not uploaded"):
+        check_remote_code(folder)
 
 
 REMOTE_SCRIPT = textwrap.dedent(
     """
     import sys
-    # Hide fuse_hf, and the optional soundfile/soxr, as on a machine with only torch, numpy and diffusers.
+    # Hide fuse_hf, and the optional soundfile/soxr, as on a machine with only torch, numpy, diffusers and transformers.
     for name in ("fuse_hf", "soundfile", "soxr"):
         sys.modules[name] = None
     sys.path[:] = [p for p in sys.path if p and p.rstrip('/') != sys.argv[3]]  # the source checkout
@@ -261,10 +327,23 @@ REMOTE_SCRIPT = textwrap.dedent(
     pipe.set_progress_bar_config(disable=True)
     assert type(pipe).__name__ == "FUSEPipeline" and type(pipe).__module__.startswith("diffusers_modules.")
     audio = np.load(sys.argv[2])
-    out = pipe(audio, sampling_rate=16000, num_inference_steps=%d, generator=torch.Generator().manual_seed(0)).audios
+    out = pipe(audio, sampling_rate=16000, num_inference_steps=STEPS, generator=torch.Generator().manual_seed(0)).audios
+
+    # The conditioner is a transformers model of its own too: its auto_map names the file next to it (transformers
+    # looks for remote code at a repo's root, whatever `subfolder` says, hence the downloaded folders).
+    from huggingface_hub import snapshot_download
+    from transformers import AutoFeatureExtractor, AutoModel
+    snapshot = snapshot_download(repo, revision=revision, allow_patterns=["conditioner/*", "feature_extractor/*"])
+    conditioner = AutoModel.from_pretrained(snapshot + "/conditioner", trust_remote_code=True)
+    extractor = AutoFeatureExtractor.from_pretrained(snapshot + "/feature_extractor", trust_remote_code=True)
+    assert type(conditioner).__module__.startswith("transformers_modules."), type(conditioner).__module__
+    wave = torch.from_numpy(np.asarray(audio, np.float32).reshape(1, -1))
+    with torch.no_grad():
+        alone = conditioner(**extractor(wave, sampling_rate=16000, return_tensors="pt")).last_hidden_state
+        assert torch.equal(alone, pipe.conditioner(wave).last_hidden_state)
     np.save(sys.argv[2], out)
-    """ % STEPS
-)
+    """
+).replace("STEPS", str(STEPS))
 
 
 def test_remote_code_loads_without_fuse_hf(hub, pushed, tmp_path):
@@ -273,10 +352,20 @@ def test_remote_code_loads_without_fuse_hf(hub, pushed, tmp_path):
     np.save(tmp_path / "audio.npy", pushed["audio"])
     repo_root = str(Path(__file__).resolve().parent.parent)
     # Same thread count as this process: float sums depend on it, and the comparison below is to 1e-6.
-    env = {**os.environ, "HF_HOME": str(tmp_path / "fresh-home"), "PYTHONPATH": "",
-           "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    env = {
+        **os.environ,
+        "HF_HOME": str(tmp_path / "fresh-home"),
+        "PYTHONPATH": "",
+        "OMP_NUM_THREADS": str(torch.get_num_threads()),
+    }
     target = f"{pushed['repo']}@{pushed['revision']}"  # the repo's first commit: a later test pushes another model
-    result = subprocess.run([sys.executable, "-I", str(script), target, str(tmp_path / "audio.npy"), repo_root],
-                            env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-I", str(script), target, str(tmp_path / "audio.npy"), repo_root],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     np.testing.assert_allclose(np.load(tmp_path / "audio.npy"), pushed["reference"], atol=1e-6)

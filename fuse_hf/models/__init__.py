@@ -1,4 +1,4 @@
 from .autoencoder_spectral import SpectralAutoencoderKL
-from .beats import BEATsModel
+from .beats import BEATsConfig, BEATsFeatureExtractor, BEATsModel
 
-__all__ = ["SpectralAutoencoderKL", "BEATsModel"]
+__all__ = ["SpectralAutoencoderKL", "BEATsConfig", "BEATsFeatureExtractor", "BEATsModel"]

@@ -1,13 +1,14 @@
 """Spectral VAE: diffusers' `AutoencoderKL` over compressed STFT spectrograms.
 
 The network is diffusers' own; this subclass only adds what a spectrogram needs in its config, so that a saved
-model knows how to read its input: the representation (``"complex"``: 2 channels real/imaginary, or
-``"magnitude"``: 1 channel) and the scale that normalises compressed spectra to about unit spread.
+model knows how to read its input: the front end (sample rate, STFT size, hop, window, magnitude compression), the
+representation (``"complex"``: 2 channels real/imaginary, or ``"magnitude"``: 1 channel) and the scale that
+normalises compressed spectra to about unit spread.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, ModelMixin  # noqa: F401
@@ -16,6 +17,10 @@ from diffusers.configuration_utils import register_to_config
 # diffusers' pipeline loader looks up `ModelMixin` in the module that defines a custom component to decide how
 # to load it, hence the import above.
 _CHANNELS = {"complex": 2, "magnitude": 1}
+# The front end's defaults and windows are those of `fuse_hf.spectral` (SAMPLE_RATE, N_FFT, ..., WINDOWS), written
+# out because this file travels alone as Hub remote code (tests/test_pipeline.py checks that they agree).
+_WINDOWS = ("hann", "hamming", "blackman")
+_SPECTRAL_KEYS = ("n_fft", "hop_length", "window", "compression_exponent", "compression_factor")
 
 
 class SpectralAutoencoderKL(AutoencoderKL):
@@ -25,6 +30,13 @@ class SpectralAutoencoderKL(AutoencoderKL):
     spectrogram becomes a `(batch, latent_channels, 64, 64)` latent.
 
     Parameters:
+        sampling_rate (`int`, defaults to 16000): sample rate in Hz of the audio the model works on.
+        n_fft (`int`, defaults to 510): STFT size; `n_fft // 2 + 1` frequency bins (256), which must equal
+            `sample_size`.
+        hop_length (`int`, defaults to 128): STFT hop in samples (8 ms at 16 kHz).
+        window (`str`, defaults to `"hann"`): the periodic STFT window, `"hann"`, `"hamming"` or `"blackman"`.
+        compression_exponent (`float`, defaults to 0.5) and compression_factor (`float`, defaults to 0.15):
+            magnitudes are compressed to `compression_factor * |X| ** compression_exponent` (sgmse), phase kept.
         representation (`str`, defaults to `"complex"`):
             `"complex"` (2 channels, real and imaginary part of the compressed STFT) or `"magnitude"`
             (1 channel, the compressed magnitude; synthesis reuses the noisy input's phase).
@@ -32,9 +44,9 @@ class SpectralAutoencoderKL(AutoencoderKL):
             Compressed spectra are divided by this before encoding and multiplied after decoding. Measured on
             data as the standard deviation of the compressed values: unnormalised inputs of a few hundredths
             make a VAE collapse to an all-zero output.
-        Other parameters: see [`~diffusers.AutoencoderKL`]. `in_channels`/`out_channels` follow the
-        representation when left as `None`. `scaling_factor` should be measured on data (`1 / std` of the
-        latents), not left at Stable Diffusion's 0.18215.
+        Other parameters: see [`~diffusers.AutoencoderKL`]; `sample_size` is the frequency axis.
+        `in_channels`/`out_channels` follow the representation when left as `None`. `scaling_factor` should be
+        measured on data (`1 / std` of the latents), not left at Stable Diffusion's 0.18215.
     """
 
     @register_to_config
@@ -42,25 +54,36 @@ class SpectralAutoencoderKL(AutoencoderKL):
         self,
         representation: str = "complex",
         input_scale: float = 0.054,
-        in_channels: Optional[int] = None,
-        out_channels: Optional[int] = None,
-        down_block_types: Tuple[str, ...] = ("DownEncoderBlock2D",) * 3,
-        up_block_types: Tuple[str, ...] = ("UpDecoderBlock2D",) * 3,
-        block_out_channels: Tuple[int, ...] = (32, 64, 128),
+        in_channels: int | None = None,
+        out_channels: int | None = None,
+        down_block_types: tuple[str, ...] = ("DownEncoderBlock2D",) * 3,
+        up_block_types: tuple[str, ...] = ("UpDecoderBlock2D",) * 3,
+        block_out_channels: tuple[int, ...] = (32, 64, 128),
         layers_per_block: int = 1,
         act_fn: str = "silu",
         latent_channels: int = 8,
         norm_num_groups: int = 32,
         sample_size: int = 256,
         scaling_factor: float = 1.0,
-        shift_factor: Optional[float] = None,
-        latents_mean: Optional[Tuple[float]] = None,
-        latents_std: Optional[Tuple[float]] = None,
+        shift_factor: float | None = None,
+        latents_mean: tuple[float] | None = None,
+        latents_std: tuple[float] | None = None,
         force_upcast: bool = False,
         use_quant_conv: bool = True,
         use_post_quant_conv: bool = True,
         mid_block_add_attention: bool = False,
+        sampling_rate: int = 16000,
+        n_fft: int = 510,
+        hop_length: int = 128,
+        window: str = "hann",
+        compression_exponent: float = 0.5,
+        compression_factor: float = 0.15,
     ):
+        _check_front_end(sampling_rate, n_fft, hop_length, window, compression_exponent, compression_factor)
+        if n_fft // 2 + 1 != sample_size:
+            raise ValueError(
+                f"sample_size ({sample_size}) must be the number of frequency bins, n_fft // 2 + 1 = {n_fft // 2 + 1}."
+            )
         if representation not in _CHANNELS:
             raise ValueError(f"representation must be one of {tuple(_CHANNELS)}, got {representation!r}.")
         expected = _CHANNELS[representation]
@@ -95,6 +118,12 @@ class SpectralAutoencoderKL(AutoencoderKL):
         )
 
     @property
+    def spectral_settings(self) -> dict[str, Any]:
+        """The front-end keyword arguments of `fuse_hf.spectral.to_spectrogram` / `to_waveform` for this model:
+        `n_fft`, `hop_length`, `window`, `compression_exponent`, `compression_factor`."""
+        return {name: self.config[name] for name in _SPECTRAL_KEYS}
+
+    @property
     def downsample_factor(self) -> int:
         """How much the encoder shrinks frequency and time (4 for three blocks)."""
         return 2 ** (len(self.config.block_out_channels) - 1)
@@ -112,3 +141,17 @@ class SpectralAutoencoderKL(AutoencoderKL):
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`encode_to_latents`: scaled latent -> normalised spectrogram."""
         return self.decode(latents / self.config.scaling_factor).sample
+
+
+def _check_front_end(sampling_rate, n_fft, hop_length, window, compression_exponent, compression_factor) -> None:
+    """One line naming the first front-end setting that cannot work."""
+    for name, value in (("sampling_rate", sampling_rate), ("n_fft", n_fft), ("hop_length", hop_length)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    if hop_length > n_fft:
+        raise ValueError(f"hop_length ({hop_length}) must not exceed n_fft ({n_fft}): frames would leave gaps.")
+    if window not in _WINDOWS:
+        raise ValueError(f"window must be one of {_WINDOWS}, got {window!r}.")
+    for name, value in (("compression_exponent", compression_exponent), ("compression_factor", compression_factor)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"{name} must be a positive number, got {value!r}.")

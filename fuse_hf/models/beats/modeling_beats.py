@@ -1,89 +1,56 @@
-"""BEATs (Chen et al., "BEATs: Audio Pre-Training with Acoustic Tokenizers", ICML 2023) as a diffusers model.
+"""BEATs (Chen et al., "BEATs: Audio Pre-Training with Acoustic Tokenizers", ICML 2023) as a transformers model.
 
 An exact re-implementation of Microsoft's reference code (microsoft/unilm, ``beats/``): the same state-dict keys,
 so an official checkpoint's ``'model'`` dict loads with ``strict=True`` (see :mod:`fuse_hf.convert_beats`), and
-the same arithmetic, so the features match the official ones to float32 round-off, padded positions included.
+the same arithmetic, so the features match the official ones to float32 round-off, padded positions included
+(tests/fixtures/beats_golden.safetensors, computed with Microsoft's code, checks it).
 
 Pipeline, for 16 kHz waveforms in [-1, 1]:
 
-1. :func:`fbank`: Kaldi-compatible 128-bin log-mel filterbank (25 ms Povey window, 10 ms shift), computed in
-   torch, then normalised with the official statistics ``(fbank - 15.41663) / (2 * 6.55582)``;
-2. 16x16 patches of the `(frames, 128)` filterbank, embedded by a strided convolution; tokens are ordered
-   time-major: token ``t * 8 + f`` is time row ``t`` (16 frames = 160 ms hop) and frequency band ``f``;
+1. the normalised Kaldi filterbank, `(frames, 128)` (:mod:`.feature_extraction_beats`; the model computes it
+   from `input_values`, or reads it as `input_features` from [`BEATsFeatureExtractor`]);
+2. 16x16 patches of the filterbank, embedded by a strided convolution; tokens are ordered time-major: token
+   ``t * 8 + f`` is time row ``t`` (16 frames = 160 ms hop) and frequency band ``f``;
 3. a post-LN (``deep_norm``) or pre-LN Transformer encoder with a convolutional positional embedding and a
    gated, bucketed relative position bias;
 4. for fine-tuned checkpoints, a linear head whose sigmoid scores are averaged over the non-padded tokens.
 
-This module is uploaded as Hub remote code, so it imports only torch, numpy and diffusers.
+Uploaded as Hub remote code with its two siblings: imports only torch and transformers.
 """
 
 from __future__ import annotations
 
-import functools
 import math
+import os
 from dataclasses import dataclass
-from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from diffusers import ConfigMixin, ModelMixin
-from diffusers.configuration_utils import register_to_config
-from diffusers.utils import BaseOutput
 from torch import nn
+from transformers import PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .configuration_beats import BEATsConfig
+from .feature_extraction_beats import (
+    FBANK_MEAN,
+    FBANK_STD,
+    FRAME_LENGTH,
+    FRAME_SHIFT,
+    NUM_MEL_BINS,
+    SAMPLE_RATE,
+    fbank,
+    min_num_samples,
+    normalize_fbank,
+    num_frames,
+)
 
 __all__ = [
     "BEATsModel",
-    "BEATsOutput",
-    "FBANK_MEAN",
-    "FBANK_STD",
-    "OFFICIAL_DEFAULTS",
+    "BEATsModelOutput",
+    "BEATsPreTrainedModel",
     "downsample_padding_mask",
-    "fbank",
-    "min_num_samples",
     "patch_aligned_padding_mask",
 ]
-
-SAMPLE_RATE = 16000
-NUM_MEL_BINS = 128
-FRAME_LENGTH = 400  # 25 ms at 16 kHz
-FRAME_SHIFT = 160  # 10 ms at 16 kHz
-FFT_SIZE = 512  # Kaldi rounds the frame up to a power of two
-PREEMPHASIS = 0.97
-LOW_FREQ = 20.0  # Hz; the high edge is Nyquist
-# Kaldi floors the mel energies at float32 machine epsilon before the log.
-LOG_FLOOR = float(torch.finfo(torch.float32).eps)
-# Global statistics of the AudioSet filterbanks that every released BEATs checkpoint was trained with.
-FBANK_MEAN = 15.41663
-FBANK_STD = 6.55582
-
-# The defaults of the official `BEATsConfig`; a checkpoint's 'cfg' dict is read on top of these.
-OFFICIAL_DEFAULTS = {
-    "input_patch_size": -1,
-    "embed_dim": 512,
-    "conv_bias": False,
-    "encoder_layers": 12,
-    "encoder_embed_dim": 768,
-    "encoder_ffn_embed_dim": 3072,
-    "encoder_attention_heads": 12,
-    "activation_fn": "gelu",
-    "layer_wise_gradient_decay_ratio": 1.0,
-    "layer_norm_first": False,
-    "deep_norm": False,
-    "dropout": 0.1,
-    "attention_dropout": 0.1,
-    "activation_dropout": 0.0,
-    "encoder_layerdrop": 0.0,
-    "dropout_input": 0.0,
-    "conv_pos": 128,
-    "conv_pos_groups": 16,
-    "relative_position_embedding": False,
-    "num_buckets": 320,
-    "max_distance": 1280,
-    "gru_rel_pos": False,
-    "finetuned_model": False,
-    "predictor_dropout": 0.1,
-    "predictor_class": 527,
-}
 
 _ACTIVATIONS = ("relu", "gelu", "gelu_fast", "gelu_accurate", "tanh", "linear", "glu")
 _PADDING_MODES = ("official", "patch")
@@ -91,85 +58,6 @@ _PADDING_MODES = ("official", "patch")
 # The reference attention subtracts the row maximum of q.k / alpha and multiplies back by alpha, a guard against
 # fp16 overflow; it is kept because it changes float32 round-off, which an exact port must reproduce.
 _ATTENTION_ALPHA = 32.0
-
-
-# ------------------------------------------------------------------------------------------------ filterbank
-
-
-@functools.lru_cache(maxsize=None)
-def _kaldi_mel_banks() -> torch.Tensor:
-    """Kaldi's triangular mel filters, `(NUM_MEL_BINS, FFT_SIZE // 2 + 1)` float32, zero on the Nyquist bin.
-
-    Computed in float32 in the same order as Kaldi / torchaudio so that the filters agree to the last bit.
-    """
-    nyquist = 0.5 * SAMPLE_RATE
-    fft_bin_width = SAMPLE_RATE / FFT_SIZE
-    mel_low = 1127.0 * math.log(1.0 + LOW_FREQ / 700.0)
-    mel_high = 1127.0 * math.log(1.0 + nyquist / 700.0)
-    mel_delta = (mel_high - mel_low) / (NUM_MEL_BINS + 1)
-
-    band = torch.arange(NUM_MEL_BINS, dtype=torch.float32).unsqueeze(1)
-    left = mel_low + band * mel_delta
-    center = mel_low + (band + 1.0) * mel_delta
-    right = mel_low + (band + 2.0) * mel_delta
-    fft_mel = 1127.0 * (1.0 + fft_bin_width * torch.arange(FFT_SIZE // 2, dtype=torch.float32) / 700.0).log()
-    up_slope = (fft_mel - left) / (center - left)
-    down_slope = (right - fft_mel) / (right - center)
-    banks = torch.clamp(torch.minimum(up_slope, down_slope), min=0.0)
-    # Kaldi's filters stop one bin short of Nyquist.
-    return F.pad(banks, (0, 1))
-
-
-@functools.lru_cache(maxsize=None)
-def _povey_window() -> torch.Tensor:
-    """Kaldi's Povey window, `(FRAME_LENGTH,)` float32: a symmetric Hann window to the power 0.85."""
-    return torch.hann_window(FRAME_LENGTH, periodic=False, dtype=torch.float32).pow(0.85)
-
-
-def fbank(waveform: torch.Tensor) -> torch.Tensor:
-    """Kaldi-compatible log-mel filterbank, as BEATs computes it (``torchaudio.compliance.kaldi.fbank``).
-
-    The waveform is scaled to 16-bit integer range (x 2^15), cut into 25 ms frames every 10 ms (only frames
-    that fit entirely, Kaldi's ``snip_edges``), each frame has its mean removed, is pre-emphasised (0.97, the
-    first sample against itself), Povey-windowed and zero-padded to 512 samples; the power spectrum goes
-    through 128 triangular mel filters (20 Hz to 8 kHz, Kaldi's mel scale) and the natural log of the energies,
-    floored at float32 epsilon. No dither, no energy coefficient, no mean subtraction.
-
-    Args:
-        waveform: `(samples,)` or `(batch, samples)` float, 16 kHz, in [-1, 1]. Computed in float32.
-
-    Returns:
-        `(frames, 128)` or `(batch, frames, 128)` float32 log-mel energies, with
-        ``frames = 1 + (samples - 400) // 160``.
-
-    Raises:
-        ValueError: the waveform has another rank or is shorter than one 25 ms frame (400 samples).
-    """
-    if waveform.dim() not in (1, 2):
-        raise ValueError(
-            f"fbank: waveform has shape {tuple(waveform.shape)}. Pass (samples,) or (batch, samples) at 16 kHz."
-        )
-    if waveform.shape[-1] < FRAME_LENGTH:
-        raise ValueError(
-            f"fbank: {waveform.shape[-1]} samples is shorter than one 25 ms frame ({FRAME_LENGTH} samples at "
-            f"16 kHz). Pass a longer waveform."
-        )
-    device = waveform.device
-    frames = (waveform.to(torch.float32) * 2**15).unfold(-1, FRAME_LENGTH, FRAME_SHIFT)  # (..., frames, 400)
-    frames = frames - frames.mean(dim=-1, keepdim=True)
-    previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
-    frames = frames - PREEMPHASIS * previous
-    frames = frames * _povey_window().to(device)
-    frames = F.pad(frames, (0, FFT_SIZE - FRAME_LENGTH))
-    power = torch.fft.rfft(frames).abs().pow(2.0)  # (..., frames, 257)
-    mel = torch.matmul(power, _kaldi_mel_banks().to(device).T)
-    return torch.clamp(mel, min=LOG_FLOOR).log()
-
-
-def min_num_samples(input_patch_size: int = 16) -> int:
-    """Shortest waveform (in 16 kHz samples) that yields one patch row: 2800 samples (175 ms) for 16x16 patches."""
-    return FRAME_LENGTH + (input_patch_size - 1) * FRAME_SHIFT
-
 
 # ------------------------------------------------------------------------------------------------ padding masks
 
@@ -225,8 +113,7 @@ def patch_aligned_padding_mask(
             "padding_mask: 'patch' padding needs right padding (each row False for the real samples, then True "
             "to the end). Reorder the samples or use padding_mode='official'."
         )
-    num_frames = 1 + (num_samples - FRAME_LENGTH) // FRAME_SHIFT
-    rows = num_frames // input_patch_size
+    rows = num_frames(num_samples) // input_patch_size
     # Frames fully inside the real samples; a row is usable when all of its frames are.
     real_frames = torch.div(lengths - FRAME_LENGTH, FRAME_SHIFT, rounding_mode="floor") + 1
     real_frames = torch.where(lengths >= FRAME_LENGTH, real_frames, torch.zeros_like(real_frames))
@@ -372,7 +259,7 @@ class _MultiheadAttention(nn.Module):
             self.grep_linear = nn.Linear(self.head_dim, 8)
             self.grep_a = nn.Parameter(torch.ones(1, num_heads, 1, 1))
 
-    def compute_bias(self, length: int, positions: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def compute_bias(self, length: int, positions: torch.Tensor | None = None) -> torch.Tensor:
         """Relative position bias from this layer's bucket table.
 
         Args:
@@ -396,8 +283,8 @@ class _MultiheadAttention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        key_padding_mask: Optional[torch.Tensor] = None,
-        position_bias: Optional[torch.Tensor] = None,
+        key_padding_mask: torch.Tensor | None = None,
+        position_bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """`(batch, tokens, embed)` -> `(batch, tokens, embed)`.
 
@@ -474,7 +361,7 @@ class _EncoderLayer(nn.Module):
         return self.dropout3(self.fc2(self.dropout2(x)))
 
     def forward(
-        self, x: torch.Tensor, padding_mask: Optional[torch.Tensor], position_bias: Optional[torch.Tensor]
+        self, x: torch.Tensor, padding_mask: torch.Tensor | None, position_bias: torch.Tensor | None
     ) -> torch.Tensor:
         """`(batch, tokens, embed)` -> `(batch, tokens, embed)`."""
         if self.layer_norm_first:
@@ -590,10 +477,12 @@ class _TransformerEncoder(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        padding_mask: Optional[torch.Tensor] = None,
-        keep_index: Optional[torch.Tensor] = None,
-    ) -> torch.Tensor:
-        """`(batch, tokens, embed)` -> `(batch, tokens, embed)`; padded tokens are zeroed first and never attended.
+        padding_mask: torch.Tensor | None = None,
+        keep_index: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """`(batch, tokens, embed)` -> `((batch, tokens, embed), hidden states or None)`; padded tokens are zeroed
+        first and never attended.
 
         Args:
             padding_mask: `(batch, tokens)` bool, True = padded.
@@ -601,6 +490,8 @@ class _TransformerEncoder(nn.Module):
                 tokens must already be zeroed in `x`). The positional convolution runs on the full sequence
                 and the relative position bias uses the kept tokens' original positions, so that positions
                 mean the same as on full inputs. Returns `(batch, kept, embed)`.
+            output_hidden_states: also return the input of the first layer (after the positional embedding)
+                and the output of every layer, `num_layers + 1` tensors of the output's shape.
         """
         if padding_mask is not None:
             x = x.masked_fill(padding_mask[..., None], 0.0)
@@ -616,16 +507,18 @@ class _TransformerEncoder(nn.Module):
         position_bias = None
         if self.relative_position_embedding:
             position_bias = self.layers[0].self_attn.compute_bias(x.shape[1], positions=keep_index)
+        hidden_states = [x] if output_hidden_states else None
         for layer in self.layers:
             if self.layer_wise_gradient_decay_ratio != 1.0:
                 x = _GradMultiply.apply(x, self.layer_wise_gradient_decay_ratio)
-            if self.training and self.layerdrop > 0 and torch.rand(()) <= self.layerdrop:
-                continue
-            x = layer(x, padding_mask, position_bias)
+            if not (self.training and self.layerdrop > 0 and torch.rand(()) <= self.layerdrop):
+                x = layer(x, padding_mask, position_bias)
+            if hidden_states is not None:
+                hidden_states.append(x)
 
         if self.layer_norm_first:
             x = self.layer_norm(x)
-        return x
+        return x, None if hidden_states is None else tuple(hidden_states)
 
 
 def _sync_relative_attention_bias(module: _TransformerEncoder, state_dict, prefix: str, local_metadata) -> None:
@@ -641,139 +534,131 @@ def _sync_relative_attention_bias(module: _TransformerEncoder, state_dict, prefi
 
 
 @dataclass
-class BEATsOutput(BaseOutput):
+class BEATsModelOutput(ModelOutput):
     """Output of [`BEATsModel.forward`].
 
     Args:
         last_hidden_state: `(batch, tokens, encoder_embed_dim)` token features; token ``t * 8 + f`` is time row
             `t` (160 ms hop) and frequency band `f` for 16x16 patches.
         padding_mask: `(batch, tokens)` bool, True = padded token, or None when no mask was given.
+        hidden_states: with `output_hidden_states`, `encoder_layers + 1` tensors of the features' shape: the input
+            of the first layer (patch embeddings after the positional convolution), then each layer's output.
         logits: fine-tuned models only: `(batch, predictor_class)` classifier logits averaged over the
             non-padded tokens; None otherwise.
         probabilities: fine-tuned models only: ``sigmoid(logits)``, the official class scores.
     """
 
-    last_hidden_state: torch.Tensor
-    padding_mask: Optional[torch.Tensor] = None
-    logits: Optional[torch.Tensor] = None
-    probabilities: Optional[torch.Tensor] = None
+    last_hidden_state: torch.Tensor | None = None
+    padding_mask: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    logits: torch.Tensor | None = None
+    probabilities: torch.Tensor | None = None
 
 
-class BEATsModel(ModelMixin, ConfigMixin):
+class BEATsPreTrainedModel(PreTrainedModel):
+    """Loading, saving and initialisation shared by BEATs models."""
+
+    config_class = BEATsConfig
+    base_model_prefix = "beats"
+    main_input_name = "input_values"
+    input_modalities = "audio"
+    supports_gradient_checkpointing = False
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Nothing to do: the modules draw their weights when they are built, with the reference scheme
+        (`_TransformerEncoder._reset_parameters`), in the order fuse-hf always drew them, so that a seed gives the
+        same model as before. transformers calls this only for weights a checkpoint lacks, and :meth:`from_pretrained`
+        refuses such checkpoints.
+        """
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' `from_pretrained`, strict: a checkpoint that lacks a weight of the configuration, or has
+        one it does not use, is a `ValueError` naming the key (transformers would warn and draw a random weight),
+        and so is a folder of fuse-hf 0.1 (diffusers layout), with the command that converts it.
+        """
+        folder = os.path.join(os.fspath(pretrained_model_name_or_path), kwargs.get("subfolder") or "")
+        if os.path.isfile(os.path.join(folder, "diffusion_pytorch_model.safetensors")) and not os.path.isfile(
+            os.path.join(folder, "model.safetensors")
+        ):
+            raise ValueError(
+                f"{folder}: a BEATs folder in the diffusers layout of fuse-hf 0.1. Convert it once with "
+                f"`fuse-hf convert-beats {folder} NEW_FOLDER` (same weights, transformers layout)."
+            )
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+            keys = sorted(str(key) for key in info.get(kind) or ())
+            if keys:
+                listed = ", ".join(keys[:3]) + (" ..." if len(keys) > 3 else "")
+                raise ValueError(
+                    f"{pretrained_model_name_or_path}: the weights do not fit the configuration "
+                    f"({kind.replace('_', ' ')}: {listed})."
+                )
+        return (model, info) if want_info else model
+
+
+class BEATsModel(BEATsPreTrainedModel):
     r"""BEATs audio encoder, numerically identical to Microsoft's reference implementation.
 
-    Every parameter of the official `BEATsConfig` is a config field with the official default, and the state-dict
-    keys are the official ones. Converted checkpoints (``fuse-hf convert-beats``) load with
-    ``BEATsModel.from_pretrained(folder)``.
+    The state-dict keys are the official ones, so converted checkpoints (``fuse-hf convert-beats``) load with
+    ``BEATsModel.from_pretrained(folder)`` or ``AutoModel.from_pretrained(folder)``. Besides transformers'
+    `forward`, the official entry point :meth:`extract_features` works as in Microsoft's code.
 
-    Parameters:
-        input_patch_size (`int`, defaults to -1): side of the square fbank patches (frames x mel bins). The
-            official default is a placeholder; every released checkpoint uses 16.
-        embed_dim (`int`, defaults to 512): patch embedding width.
-        conv_bias (`bool`, defaults to False): bias in the patch embedding convolution.
-        encoder_layers (`int`, defaults to 12), encoder_embed_dim (`int`, defaults to 768),
-        encoder_ffn_embed_dim (`int`, defaults to 3072), encoder_attention_heads (`int`, defaults to 12):
-            Transformer size. A linear layer maps `embed_dim` to `encoder_embed_dim` when they differ.
-        activation_fn (`str`, defaults to `"gelu"`): one of relu, gelu, gelu_fast, gelu_accurate, tanh, linear, glu.
-        layer_wise_gradient_decay_ratio (`float`, defaults to 1.0): gradient factor applied before each layer.
-        layer_norm_first (`bool`, defaults to False): pre-LN layers (and the encoder LayerNorm at the end).
-        deep_norm (`bool`, defaults to False): post-LN layers with DeepNorm residual scaling. Not with
-            `layer_norm_first`.
-        dropout, attention_dropout, activation_dropout, encoder_layerdrop, dropout_input (`float`): training only.
-        conv_pos (`int`, defaults to 128), conv_pos_groups (`int`, defaults to 16): kernel size and groups of the
-            convolutional positional embedding.
-        relative_position_embedding (`bool`, defaults to False), num_buckets (`int`, defaults to 320),
-        max_distance (`int`, defaults to 1280), gru_rel_pos (`bool`, defaults to False): bucketed relative
-            position bias, optionally gated by the query.
-        finetuned_model (`bool`, defaults to False): adds the classification head.
-        predictor_dropout (`float`, defaults to 0.1), predictor_class (`int`, defaults to 527): head dropout and
-            number of classes (AudioSet: 527).
+    Args:
+        config ([`BEATsConfig`]): the model's configuration (the official fields).
 
     Example:
 
     ```py
     >>> import torch
-    >>> from fuse_hf.models.beats import BEATsModel
-    >>> model = BEATsModel(input_patch_size=16, encoder_layers=2, encoder_embed_dim=64, encoder_ffn_embed_dim=128,
-    ...                    encoder_attention_heads=4, embed_dim=64, conv_pos_groups=4).eval()
+    >>> from fuse_hf.models.beats import BEATsConfig, BEATsModel
+    >>> config = BEATsConfig(input_patch_size=16, encoder_layers=2, encoder_embed_dim=64, encoder_ffn_embed_dim=128,
+    ...                      encoder_attention_heads=4, embed_dim=64, conv_pos_groups=4)
+    >>> model = BEATsModel(config).eval()
     >>> wave = torch.zeros(2, 16000)  # 1 s at 16 kHz
-    >>> features, mask = model.encode_tokens(wave)
+    >>> features, mask = model.extract_features(wave)
     >>> features.shape  # 6 time rows x 8 frequency bands
     torch.Size([2, 48, 64])
     ```
     """
 
-    @register_to_config
-    def __init__(
-        self,
-        input_patch_size: int = -1,
-        embed_dim: int = 512,
-        conv_bias: bool = False,
-        encoder_layers: int = 12,
-        encoder_embed_dim: int = 768,
-        encoder_ffn_embed_dim: int = 3072,
-        encoder_attention_heads: int = 12,
-        activation_fn: str = "gelu",
-        layer_wise_gradient_decay_ratio: float = 1.0,
-        layer_norm_first: bool = False,
-        deep_norm: bool = False,
-        dropout: float = 0.1,
-        attention_dropout: float = 0.1,
-        activation_dropout: float = 0.0,
-        encoder_layerdrop: float = 0.0,
-        dropout_input: float = 0.0,
-        conv_pos: int = 128,
-        conv_pos_groups: int = 16,
-        relative_position_embedding: bool = False,
-        num_buckets: int = 320,
-        max_distance: int = 1280,
-        gru_rel_pos: bool = False,
-        finetuned_model: bool = False,
-        predictor_dropout: float = 0.1,
-        predictor_class: int = 527,
-    ) -> None:
-        super().__init__()
-        _check_config(
-            input_patch_size=input_patch_size,
-            encoder_embed_dim=encoder_embed_dim,
-            encoder_attention_heads=encoder_attention_heads,
-            conv_pos_groups=conv_pos_groups,
-            activation_fn=activation_fn,
-            layer_norm_first=layer_norm_first,
-            deep_norm=deep_norm,
-        )
-        self.post_extract_proj = nn.Linear(embed_dim, encoder_embed_dim) if embed_dim != encoder_embed_dim else None
+    def __init__(self, config: BEATsConfig) -> None:
+        super().__init__(config)
+        _check_config(config)
+        embed_dim, width = config.embed_dim, config.encoder_embed_dim
+        self.post_extract_proj = nn.Linear(embed_dim, width) if embed_dim != width else None
         self.patch_embedding = nn.Conv2d(
-            1, embed_dim, kernel_size=input_patch_size, stride=input_patch_size, bias=conv_bias
+            1, embed_dim, kernel_size=config.input_patch_size, stride=config.input_patch_size, bias=config.conv_bias
         )
-        # Dropout modules are renamed: attributes named like a config field resolve to the config value.
-        self.input_dropout = nn.Dropout(dropout_input)
+        self.input_dropout = nn.Dropout(config.dropout_input)
         self.encoder = _TransformerEncoder(
-            embed_dim=encoder_embed_dim,
-            ffn_embed_dim=encoder_ffn_embed_dim,
-            num_layers=encoder_layers,
-            num_heads=encoder_attention_heads,
-            activation_fn=activation_fn,
-            layer_norm_first=layer_norm_first,
-            deep_norm=deep_norm,
-            dropout=dropout,
-            attention_dropout=attention_dropout,
-            activation_dropout=activation_dropout,
-            layerdrop=encoder_layerdrop,
-            conv_pos=conv_pos,
-            conv_pos_groups=conv_pos_groups,
-            relative_position_embedding=relative_position_embedding,
-            num_buckets=num_buckets,
-            max_distance=max_distance,
-            gru_rel_pos=gru_rel_pos,
-            layer_wise_gradient_decay_ratio=layer_wise_gradient_decay_ratio,
+            embed_dim=width,
+            ffn_embed_dim=config.encoder_ffn_embed_dim,
+            num_layers=config.encoder_layers,
+            num_heads=config.encoder_attention_heads,
+            activation_fn=config.activation_fn,
+            layer_norm_first=config.layer_norm_first,
+            deep_norm=config.deep_norm,
+            dropout=config.dropout,
+            attention_dropout=config.attention_dropout,
+            activation_dropout=config.activation_dropout,
+            layerdrop=config.encoder_layerdrop,
+            conv_pos=config.conv_pos,
+            conv_pos_groups=config.conv_pos_groups,
+            relative_position_embedding=config.relative_position_embedding,
+            num_buckets=config.num_buckets,
+            max_distance=config.max_distance,
+            gru_rel_pos=config.gru_rel_pos,
+            layer_wise_gradient_decay_ratio=config.layer_wise_gradient_decay_ratio,
         )
         self.layer_norm = nn.LayerNorm(embed_dim)
-        if finetuned_model:
-            self.head_dropout = nn.Dropout(predictor_dropout)
-            self.predictor = nn.Linear(encoder_embed_dim, predictor_class)
+        if config.finetuned_model:
+            self.head_dropout = nn.Dropout(config.predictor_dropout)
+            self.predictor = nn.Linear(width, config.predictor_class)
         else:
             self.predictor = None
+        self.post_init()
 
     # -- front end -------------------------------------------------------------------------------------------
 
@@ -785,11 +670,9 @@ class BEATsModel(ModelMixin, ConfigMixin):
     def preprocess(
         self, waveform: torch.Tensor, fbank_mean: float = FBANK_MEAN, fbank_std: float = FBANK_STD
     ) -> torch.Tensor:
-        """`(batch, samples)` 16 kHz waveform in [-1, 1] -> `(batch, frames, 128)` normalised filterbank.
-
-        The official normalisation divides by twice the standard deviation.
-        """
-        return (fbank(waveform) - fbank_mean) / (2 * fbank_std)
+        """`(batch, samples)` 16 kHz waveform in [-1, 1] -> `(batch, frames, 128)` normalised filterbank, as
+        [`BEATsFeatureExtractor`] computes it."""
+        return normalize_fbank(fbank(waveform), fbank_mean, fbank_std)
 
     def embed_patches(self, fbank_features: torch.Tensor) -> torch.Tensor:
         """`(batch, frames, 128)` normalised fbank -> `(batch, tokens, embed_dim)` layer-normalised patch embeddings.
@@ -809,14 +692,46 @@ class BEATsModel(ModelMixin, ConfigMixin):
 
     # -- encoder ---------------------------------------------------------------------------------------------
 
+    def encode_fbank(
+        self,
+        fbank_features: torch.Tensor,
+        padding_mask: torch.Tensor | None = None,
+        padding_mode: str = "official",
+        output_hidden_states: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, ...] | None]:
+        """Token features of a normalised filterbank.
+
+        Args:
+            fbank_features: `(batch, frames, 128)` normalised filterbank (:meth:`preprocess`).
+            padding_mask: `(batch, samples)` bool sample mask of the waveform the filterbank was computed from,
+                True = padded, or None.
+            padding_mode: see :meth:`encode_tokens`.
+            output_hidden_states: also return every layer's hidden states (see [`BEATsModelOutput`]).
+
+        Returns:
+            `(features (batch, tokens, encoder_embed_dim), token padding mask (batch, tokens) or None, hidden
+            states or None)`.
+        """
+        features = self.embed_patches(fbank_features)
+        if padding_mask is not None:
+            if padding_mode == "patch":
+                padding_mask = patch_aligned_padding_mask(padding_mask, self.config.input_patch_size)
+            else:
+                padding_mask = downsample_padding_mask(padding_mask, fbank_features.shape[1])
+                padding_mask = downsample_padding_mask(padding_mask, features.shape[1])
+        features, hidden_states = self.encoder(
+            self.project(features), padding_mask=padding_mask, output_hidden_states=output_hidden_states
+        )
+        return features, padding_mask, hidden_states
+
     def encode_tokens(
         self,
         waveform: torch.Tensor,
-        padding_mask: Optional[torch.Tensor] = None,
+        padding_mask: torch.Tensor | None = None,
         fbank_mean: float = FBANK_MEAN,
         fbank_std: float = FBANK_STD,
         padding_mode: str = "official",
-    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Token features of the encoder, for every model (fine-tuned ones included).
 
         Args:
@@ -836,17 +751,10 @@ class BEATsModel(ModelMixin, ConfigMixin):
         """
         waveform, padding_mask = self.check_inputs(waveform, padding_mask, padding_mode)
         fbank_features = self.preprocess(waveform, fbank_mean=fbank_mean, fbank_std=fbank_std)
-        features = self.embed_patches(fbank_features)
-        if padding_mask is not None:
-            if padding_mode == "patch":
-                padding_mask = patch_aligned_padding_mask(padding_mask, self.config.input_patch_size)
-            else:
-                padding_mask = downsample_padding_mask(padding_mask, fbank_features.shape[1])
-                padding_mask = downsample_padding_mask(padding_mask, features.shape[1])
-        features = self.encoder(self.project(features), padding_mask=padding_mask)
+        features, padding_mask, _ = self.encode_fbank(fbank_features, padding_mask, padding_mode)
         return features, padding_mask
 
-    def pool_logits(self, features: torch.Tensor, padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def pool_logits(self, features: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Classifier logits `(batch, predictor_class)`, averaged over the non-padded tokens as the reference does."""
         if self.predictor is None:
             raise ValueError(
@@ -862,10 +770,10 @@ class BEATsModel(ModelMixin, ConfigMixin):
     def classify(
         self,
         waveform: torch.Tensor,
-        padding_mask: Optional[torch.Tensor] = None,
+        padding_mask: torch.Tensor | None = None,
         padding_mode: str = "official",
         return_logits: bool = False,
-    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Clip-level class scores of a fine-tuned model.
 
         Returns:
@@ -878,48 +786,93 @@ class BEATsModel(ModelMixin, ConfigMixin):
 
     def extract_features(
         self,
-        waveform: torch.Tensor,
-        padding_mask: Optional[torch.Tensor] = None,
+        source: torch.Tensor,
+        padding_mask: torch.Tensor | None = None,
         fbank_mean: float = FBANK_MEAN,
         fbank_std: float = FBANK_STD,
         padding_mode: str = "official",
-    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """The official entry point, with its semantics.
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The official entry point, with its semantics (Microsoft's ``BEATs.extract_features``).
 
         Returns `(features (batch, tokens, encoder_embed_dim), padding_mask)` for pre-trained models and, as the
         reference does, `(class probabilities (batch, predictor_class), padding_mask)` for fine-tuned ones. Use
-        :meth:`encode_tokens` to always get token features. Arguments as in :meth:`encode_tokens`.
+        :meth:`encode_tokens` to always get token features. `source` is the waveform; other arguments as in
+        :meth:`encode_tokens`.
         """
-        features, padding_mask = self.encode_tokens(waveform, padding_mask, fbank_mean, fbank_std, padding_mode)
+        features, padding_mask = self.encode_tokens(source, padding_mask, fbank_mean, fbank_std, padding_mode)
         if self.predictor is None:
             return features, padding_mask
         return torch.sigmoid(self.pool_logits(features, padding_mask)), padding_mask
 
     def forward(
         self,
-        waveform: torch.Tensor,
-        padding_mask: Optional[torch.Tensor] = None,
+        input_values: torch.Tensor | None = None,
+        padding_mask: torch.Tensor | None = None,
+        input_features: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
         padding_mode: str = "official",
-        return_dict: bool = True,
-    ):
-        """Token features and, for fine-tuned models, class logits and probabilities. See [`BEATsOutput`]."""
-        features, padding_mask = self.encode_tokens(waveform, padding_mask, padding_mode=padding_mode)
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> BEATsModelOutput | tuple:
+        r"""Token features and, for fine-tuned models, class logits and probabilities.
+
+        Pass the waveform (`input_values`) or its normalised filterbank (`input_features`, what
+        [`BEATsFeatureExtractor`] returns: ``model(**extractor(audio, return_tensors="pt"))``), not both. Padding
+        is given per sample, by `padding_mask` (True = padded, Microsoft's convention) or `attention_mask`
+        (1 = real sample, transformers'), not both.
+
+        Args:
+            input_values: `(batch, samples)` or `(samples,)` float waveform, 16 kHz, in [-1, 1].
+            padding_mask: `(batch, samples)` bool, True = padded sample.
+            input_features: `(batch, frames, 128)` normalised filterbank, ``frames = 1 + (samples - 400) // 160``.
+            attention_mask: `(batch, samples)` int or bool, 1 = real sample.
+            padding_mode: how the sample mask becomes a token mask, as in :meth:`encode_tokens`.
+            output_hidden_states: also return every layer's hidden states (default: the config's setting).
+            return_dict: return a [`BEATsModelOutput`] (default) or a tuple of its non-None fields.
+
+        Returns:
+            [`BEATsModelOutput`].
+
+        Raises:
+            ValueError: both or neither input, both masks, or inputs whose shapes or dtypes do not fit.
+        """
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        if return_dict is None:
+            return_dict = self.config.return_dict
+        if attention_mask is not None:
+            if padding_mask is not None:
+                raise ValueError("padding_mask and attention_mask: pass one of them (True = padded, or 1 = real).")
+            padding_mask = attention_mask == 0
+        if (input_values is None) == (input_features is None):
+            raise ValueError("BEATsModel: pass either input_values (the waveform) or input_features (its filterbank).")
+        if input_values is not None:
+            input_values, padding_mask = self.check_inputs(input_values, padding_mask, padding_mode)
+            input_features = self.preprocess(input_values)
+        else:
+            padding_mask = self.check_features(input_features, padding_mask, padding_mode)
+        features, token_mask, hidden_states = self.encode_fbank(
+            input_features, padding_mask, padding_mode, output_hidden_states=output_hidden_states
+        )
         logits = probabilities = None
         if self.predictor is not None:
-            logits = self.pool_logits(features, padding_mask)
+            logits = self.pool_logits(features, token_mask)
             probabilities = torch.sigmoid(logits)
-        if not return_dict:
-            return (features, padding_mask, logits, probabilities)
-        return BEATsOutput(
-            last_hidden_state=features, padding_mask=padding_mask, logits=logits, probabilities=probabilities
+        output = BEATsModelOutput(
+            last_hidden_state=features,
+            padding_mask=token_mask,
+            hidden_states=hidden_states,
+            logits=logits,
+            probabilities=probabilities,
         )
+        return output if return_dict else output.to_tuple()
 
     # -- checks ----------------------------------------------------------------------------------------------
 
     def check_inputs(
-        self, waveform: torch.Tensor, padding_mask: Optional[torch.Tensor] = None, padding_mode: str = "official"
-    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """Validates the inputs of :meth:`encode_tokens`; returns `(waveform (batch, samples), bool mask or None)`.
+        self, waveform: torch.Tensor, padding_mask: torch.Tensor | None = None, padding_mode: str = "official"
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Validates a waveform and its sample mask; returns `(waveform (batch, samples), bool mask or None)`.
 
         Raises:
             ValueError: wrong rank or dtype, too short for one patch, or a mask that does not match.
@@ -943,43 +896,82 @@ class BEATsModel(ModelMixin, ConfigMixin):
                 f"waveform: {waveform.shape[1]} samples is too short; BEATs needs at least {needed} samples "
                 f"({1000 * needed / SAMPLE_RATE:g} ms at 16 kHz) for one patch. Pad the input."
             )
+        return waveform, self._check_padding_mask(padding_mask, tuple(waveform.shape), waveform.device, padding_mode)
+
+    def check_features(
+        self, input_features: torch.Tensor, padding_mask: torch.Tensor | None = None, padding_mode: str = "official"
+    ) -> torch.Tensor | None:
+        """Validates a normalised filterbank `(batch, frames, 128)` and its sample mask; returns the bool mask.
+
+        Raises:
+            ValueError: wrong shape or dtype, fewer frames than one patch row, or a sample mask whose length does
+                not give this many frames.
+        """
+        if not isinstance(input_features, torch.Tensor):
+            raise ValueError(
+                f"input_features: expected a torch.Tensor, got {type(input_features).__name__}. Pass "
+                "return_tensors='pt' to the feature extractor."
+            )
+        if input_features.dim() != 3 or input_features.shape[-1] != NUM_MEL_BINS:
+            raise ValueError(
+                f"input_features: shape {tuple(input_features.shape)}; BEATs takes a (batch, frames, "
+                f"{NUM_MEL_BINS}) normalised filterbank (BEATsFeatureExtractor's output)."
+            )
+        if not input_features.is_floating_point():
+            raise ValueError(f"input_features: dtype {input_features.dtype}; pass the float filterbank.")
+        patch = self.config.input_patch_size
+        if input_features.shape[1] < patch:
+            raise ValueError(
+                f"input_features: {input_features.shape[1]} frames; BEATs needs at least {patch} (one patch row, "
+                f"{min_num_samples(patch)} samples at 16 kHz)."
+            )
+        if padding_mask is None:
+            return self._check_padding_mask(None, (0, 0), input_features.device, padding_mode)
+        samples = padding_mask.shape[-1]
+        if num_frames(samples) != input_features.shape[1]:
+            raise ValueError(
+                f"padding_mask: {samples} samples give {num_frames(samples)} frames, the features have "
+                f"{input_features.shape[1]}. Pass the sample mask of the audio the features came from."
+            )
+        shape = (input_features.shape[0], samples)
+        return self._check_padding_mask(padding_mask, shape, input_features.device, padding_mode)
+
+    @staticmethod
+    def _check_padding_mask(
+        padding_mask: torch.Tensor | None, shape: tuple[int, int], device: torch.device, padding_mode: str
+    ) -> torch.Tensor | None:
+        """The sample mask as a bool tensor on `device`, after checking the padding mode and its shape."""
         if padding_mode not in _PADDING_MODES:
             raise ValueError(f"padding_mode: {padding_mode!r} is not one of {_PADDING_MODES}.")
-        if padding_mask is not None:
-            if tuple(padding_mask.shape) != tuple(waveform.shape):
-                raise ValueError(
-                    f"padding_mask: shape {tuple(padding_mask.shape)} differs from the waveform's "
-                    f"{tuple(waveform.shape)}. Pass one bool per sample, True = padded."
-                )
-            if padding_mask.is_floating_point():
-                raise ValueError("padding_mask: got floats; pass a bool tensor, True = padded sample.")
-            padding_mask = padding_mask.to(device=waveform.device, dtype=torch.bool)
-        return waveform, padding_mask
+        if padding_mask is None:
+            return None
+        if tuple(padding_mask.shape) != shape:
+            raise ValueError(
+                f"padding_mask: shape {tuple(padding_mask.shape)} differs from the waveform's {shape}. Pass one "
+                "bool per sample, True = padded."
+            )
+        if padding_mask.is_floating_point():
+            raise ValueError("padding_mask: got floats; pass a bool tensor, True = padded sample.")
+        return padding_mask.to(device=device, dtype=torch.bool)
 
 
-def _check_config(
-    input_patch_size: int,
-    encoder_embed_dim: int,
-    encoder_attention_heads: int,
-    conv_pos_groups: int,
-    activation_fn: str,
-    layer_norm_first: bool,
-    deep_norm: bool,
-) -> None:
-    if input_patch_size <= 0:
+def _check_config(config: BEATsConfig) -> None:
+    """Raises a `ValueError` naming the first field of `config` that describes no BEATs model."""
+    if config.input_patch_size <= 0:
         raise ValueError(
-            f"input_patch_size: {input_patch_size} is not a patch size (the official default -1 is a "
+            f"input_patch_size: {config.input_patch_size} is not a patch size (the official default -1 is a "
             "placeholder). Every released BEATs checkpoint uses input_patch_size=16."
         )
-    if encoder_embed_dim % encoder_attention_heads:
+    if config.encoder_embed_dim % config.encoder_attention_heads:
         raise ValueError(
-            f"encoder_attention_heads: {encoder_attention_heads} does not divide encoder_embed_dim "
-            f"{encoder_embed_dim}."
+            f"encoder_attention_heads: {config.encoder_attention_heads} does not divide encoder_embed_dim "
+            f"{config.encoder_embed_dim}."
         )
-    if encoder_embed_dim % conv_pos_groups:
-        raise ValueError(f"conv_pos_groups: {conv_pos_groups} does not divide encoder_embed_dim {encoder_embed_dim}.")
-    if activation_fn not in _ACTIVATIONS:
-        raise ValueError(f"activation_fn: {activation_fn!r} is not one of {_ACTIVATIONS}.")
-    if deep_norm and layer_norm_first:
+    if config.encoder_embed_dim % config.conv_pos_groups:
+        raise ValueError(
+            f"conv_pos_groups: {config.conv_pos_groups} does not divide encoder_embed_dim {config.encoder_embed_dim}."
+        )
+    if config.activation_fn not in _ACTIVATIONS:
+        raise ValueError(f"activation_fn: {config.activation_fn!r} is not one of {_ACTIVATIONS}.")
+    if config.deep_norm and config.layer_norm_first:
         raise ValueError("deep_norm and layer_norm_first: BEATs supports one or the other, not both.")
-
