@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional
+from typing import Any
 
 METRIC_NAMES = {
     "pesq": ("PESQ-WB", "pesq"),
@@ -41,9 +42,9 @@ def _count_parameters(folder: Path, component: str) -> str:
 
 def render_model_card(
     folder,
-    metrics: Optional[Dict[str, float]] = None,
+    metrics: dict[str, float] | None = None,
     repo_id: str = "fuse-hf/fuse-small",
-    model_name: Optional[str] = None,
+    model_name: str | None = None,
     datasets: Iterable[str] = (),
     dataset_name: str = "held-out noisy speech",
     dataset_type: str = "custom",
@@ -70,33 +71,54 @@ def render_model_card(
     folder = Path(folder)
     metrics = {k: float(v) for k, v in (metrics or {}).items() if k in METRIC_NAMES and v == v}
     eval_results = [
-        EvalResult(task_type="audio-to-audio", task_name="Speech enhancement", dataset_type=dataset_type,
-                   dataset_name=dataset_name, metric_type=METRIC_NAMES[k][1], metric_name=METRIC_NAMES[k][0],
-                   metric_value=round(v, 4))
+        EvalResult(
+            task_type="audio-to-audio",
+            task_name="Speech enhancement",
+            dataset_type=dataset_type,
+            dataset_name=dataset_name,
+            metric_type=METRIC_NAMES[k][1],
+            metric_name=METRIC_NAMES[k][0],
+            metric_value=round(v, 4),
+        )
         for k, v in metrics.items()
     ]
     card_data = ModelCardData(
-        license=license, library_name="fuse-hf", pipeline_tag="audio-to-audio",
+        license=license,
+        library_name="fuse-hf",
+        pipeline_tag="audio-to-audio",
         tags=["speech-enhancement", "diffusion", "audio", "beats", "diffusers"],
-        datasets=list(datasets) or None, model_name=model_name or repo_id.split("/")[-1],
+        datasets=list(datasets) or None,
+        model_name=model_name or repo_id.split("/")[-1],
         eval_results=eval_results or None,
     )
-    results = "\n".join(["| metric | value |", "|---|---:|"] + [f"| {METRIC_NAMES[k][0]} | {v:.3f} |" for k, v in metrics.items()]) \
-        if metrics else "No measured results yet."
+    results = (
+        "\n".join(
+            ["| metric | value |", "|---|---:|"] + [f"| {METRIC_NAMES[k][0]} | {v:.3f} |" for k, v in metrics.items()]
+        )
+        if metrics
+        else "No measured results yet."
+    )
     components = []
     index = json.loads((folder / "model_index.json").read_text()) if (folder / "model_index.json").is_file() else {}
     for name, spec in index.items():
         if isinstance(spec, list) and name != "scheduler":
             components.append(f"| {name} | `{spec[1]}` | {_count_parameters(folder, name)} |")
     return ModelCard.from_template(
-        card_data, template_path=str(template_path()), model_name=model_name or repo_id.split("/")[-1],
-        repo_id=repo_id, description=description, results_table=results, training_command=training_command,
-        training_description=training_description, components_table="\n".join(components) or "| - | - | - |",
-        limitations=limitations, num_inference_steps=num_inference_steps,
+        card_data,
+        template_path=str(template_path()),
+        model_name=model_name or repo_id.split("/")[-1],
+        repo_id=repo_id,
+        description=description,
+        results_table=results,
+        training_command=training_command,
+        training_description=training_description,
+        components_table="\n".join(components) or "| - | - | - |",
+        limitations=limitations,
+        num_inference_steps=num_inference_steps,
     )
 
 
-def write_model_card(folder, metrics: Optional[Dict[str, float]] = None, training_args: Any = None, **kwargs) -> Path:
+def write_model_card(folder, metrics: dict[str, float] | None = None, training_args: Any = None, **kwargs) -> Path:
     """Renders the card into `folder/README.md`."""
     if training_args is not None:
         kwargs.setdefault("repo_id", getattr(training_args, "hub_model_id", None) or "fuse-hf/fuse-small")
@@ -106,7 +128,7 @@ def write_model_card(folder, metrics: Optional[Dict[str, float]] = None, trainin
     return path
 
 
-def card_settings(card_or_path) -> Dict[str, Any]:
+def card_settings(card_or_path) -> dict[str, Any]:
     """What a rendered card records that a re-render must keep: `metrics`, `datasets`, `dataset_name`,
     `dataset_type` and `license`, read back from its metadata (the `model-index` results included).
 
@@ -122,7 +144,7 @@ def card_settings(card_or_path) -> Dict[str, Any]:
         except Exception:  # a hand-written README without front matter: nothing to keep
             return {}
     names = {label: key for key, (label, _) in METRIC_NAMES.items()}
-    settings: Dict[str, Any] = {}
+    settings: dict[str, Any] = {}
     metrics = {}
     for result in card.data.eval_results or []:
         key = names.get(result.metric_name) or (result.metric_type if result.metric_type in METRIC_NAMES else None)
@@ -139,7 +161,7 @@ def card_settings(card_or_path) -> Dict[str, Any]:
     return settings
 
 
-def load_metrics(path) -> Dict[str, float]:
+def load_metrics(path) -> dict[str, float]:
     """Mean metrics from a JSON file: a `fuse-hf evaluate --out` report (its `"mean"`) or a flat `{name: value}`.
 
     Raises:
@@ -155,5 +177,5 @@ def load_metrics(path) -> Dict[str, float]:
     values = data.get("mean", data) if isinstance(data, dict) else {}
     metrics = {k: float(v) for k, v in values.items() if k in METRIC_NAMES and isinstance(v, (int, float))}
     if not metrics:
-        raise ValueError(f"{path}: holds none of the metrics {', '.join(METRIC_NAMES)} (flat or under \"mean\").")
+        raise ValueError(f'{path}: holds none of the metrics {", ".join(METRIC_NAMES)} (flat or under "mean").')
     return metrics

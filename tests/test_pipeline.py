@@ -1,7 +1,10 @@
-"""FUSEPipeline end to end with a tiny random model: shapes, rates, determinism, chunking, loading and errors."""
+"""FUSEPipeline end to end with a tiny random model: shapes, rates, determinism, chunking, guidance, callbacks,
+the front end saved with the model, loading and errors."""
 
+import doctest
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,11 +12,52 @@ import soundfile as sf
 import torch
 
 from fuse_hf import FUSEPipeline
-from fuse_hf.factory import make_scheduler
+from fuse_hf.factory import TINY_VAE, make_pipeline, make_scheduler, make_vae
+from fuse_hf.models.autoencoder_spectral import SpectralAutoencoderKL
+from fuse_hf.spectral import pad_frames, to_spectrogram
+from fuse_hf.windows import window_starts
+
+REPO = Path(__file__).resolve().parents[1]
+FRONT_END_KEYS = ("sampling_rate", "n_fft", "hop_length", "window", "compression_exponent", "compression_factor")
 
 
 def run(pipe, audio, seed=0, **kwargs):
     return pipe(audio, generator=torch.Generator().manual_seed(seed), **kwargs)
+
+
+def initial_noise(pipe, samples: int, channels: int, seed: int = 0) -> torch.Tensor:
+    """The `latents` argument for a clip of `samples` samples at the model's rate, as the pipeline would draw it."""
+    window, stride = pipe._window_geometry()
+    last_start = window_starts(samples, window, stride, align=pipe._latent_hop)[-1]
+    return pipe.prepare_latents(last_start, channels, torch.Generator().manual_seed(seed), None, "cpu", torch.float32)
+
+
+class UNetRecorder:
+    """Records what the UNet is called with and returns, and what the scheduler's step is given, until closed."""
+
+    def __init__(self, pipe, monkeypatch):
+        self.calls, self.step_inputs = [], []
+        self.handle = pipe.unet.register_forward_hook(self._hook, with_kwargs=True)
+        step = pipe.scheduler.step
+
+        def recording_step(model_output, *args, **kwargs):
+            self.step_inputs.append(model_output.detach().clone())
+            return step(model_output, *args, **kwargs)
+
+        monkeypatch.setattr(pipe.scheduler, "step", recording_step)
+
+    def _hook(self, module, args, kwargs, output):
+        self.calls.append(
+            {
+                "sample": args[0].detach().clone(),
+                "encoder_hidden_states": kwargs["encoder_hidden_states"].detach().clone(),
+                "encoder_attention_mask": kwargs.get("encoder_attention_mask"),
+                "output": output.sample.detach().float().clone(),
+            }
+        )
+
+    def close(self):
+        self.handle.remove()
 
 
 @pytest.mark.parametrize("rate", [8000, 16000, 44100, 48000])
@@ -39,11 +83,16 @@ def test_same_seed_same_output_other_seed_other_output(tiny_pipeline, make_speec
 
 
 def test_stereo_channels_are_enhanced_independently(tiny_pipeline, make_speech):
-    left = make_speech(1.0, seed=1)[0]
-    stereo = np.stack([left, np.zeros_like(left)])
-    out = run(tiny_pipeline, stereo, sampling_rate=16000).audios
-    assert out.shape == stereo.shape
-    assert not np.allclose(out[0], out[1])
+    """Each channel of a stereo run equals a mono run of that channel from the same initial noise (windows of both
+    channels share UNet batches in the stereo run, hence a float tolerance rather than bit equality)."""
+    stereo = np.stack([make_speech(1.3, seed=1)[0], 0.5 * make_speech(1.3, seed=2)[0]])  # 3 windows a channel
+    noise = initial_noise(tiny_pipeline, stereo.shape[1], channels=2)
+    both = tiny_pipeline(stereo, sampling_rate=16000, latents=noise).audios
+    assert both.shape == stereo.shape and np.max(np.abs(both)) < 0.99  # no shared peak limiting
+    for channel in (0, 1):
+        alone = tiny_pipeline(stereo[channel], sampling_rate=16000, latents=noise[channel : channel + 1]).audios
+        np.testing.assert_allclose(both[channel], alone, rtol=0, atol=2e-5)
+    assert np.abs(both[0] - both[1]).max() > 1e-3
 
 
 def test_save_and_load_give_bit_identical_output(tiny_pipeline, tiny_pipeline_dir, make_speech):
@@ -134,6 +183,31 @@ def test_guidance_scale_modes(tiny_pipeline, make_speech):
     assert np.abs(on - off).max() > 1e-5 and np.abs(cfg - on).max() > 1e-5
 
 
+@pytest.mark.parametrize("scale", [0.0, 1.0, 3.0])
+def test_classifier_free_guidance_follows_its_formula(tiny_pipeline, make_speech, monkeypatch, scale):
+    """What the scheduler steps with is `uncond + scale * (cond - uncond)` of the UNet's two outputs, `uncond`
+    from zeroed BEATs tokens; at 1 the single conditional output, at 0 the single output with zeroed tokens."""
+    recorder = UNetRecorder(tiny_pipeline, monkeypatch)
+    try:
+        run(tiny_pipeline, make_speech(0.3)[0], sampling_rate=16000, num_inference_steps=2, guidance_scale=scale)
+    finally:
+        recorder.close()
+    assert len(recorder.calls) == len(recorder.step_inputs) == 2
+    for call, stepped in zip(recorder.calls, recorder.step_inputs):
+        tokens = call["encoder_hidden_states"]
+        if scale in (0.0, 1.0):
+            assert tokens.shape[0] == 1 and bool(tokens.any()) == (scale == 1.0)
+            torch.testing.assert_close(stepped, call["output"], rtol=0, atol=0)
+            continue
+        uncond_tokens, cond_tokens = tokens.chunk(2)
+        assert not uncond_tokens.any() and cond_tokens.abs().sum() > 0
+        uncond_input, cond_input = call["sample"].chunk(2)
+        assert torch.equal(uncond_input, cond_input)
+        uncond, cond = call["output"].chunk(2)
+        torch.testing.assert_close(stepped, uncond + scale * (cond - uncond), rtol=0, atol=0)
+        assert (stepped - cond).abs().max() > 1e-6
+
+
 def test_noise_scale_scales_the_initial_noise(tiny_pipeline, make_speech):
     audio = make_speech(0.3)[0]  # one window: the noise field is one window long
     shape = tiny_pipeline.prepare_latents(0, 1, torch.Generator().manual_seed(0), None, "cpu", torch.float32).shape
@@ -172,6 +246,54 @@ def test_callback_on_step_end_sees_and_replaces_latents(tiny_pipeline, make_spee
     assert np.abs(out.audios - baseline).max() > 1e-5
 
 
+def test_callback_tensors_are_read_back(tiny_pipeline, make_speech, monkeypatch):
+    """Each of `_callback_tensor_inputs` a callback returns replaces the pipeline's own for the next steps."""
+    audio = make_speech(0.3)[0]  # one window
+    final = {}
+
+    def keep(pipe, step, timestep, kwargs):
+        final[step] = kwargs["latents"].clone()
+        return {}
+
+    reference = run(tiny_pipeline, audio, sampling_rate=16000, seed=1, num_inference_steps=2, callback_on_step_end=keep)
+
+    def swap_latents(pipe, step, timestep, kwargs):
+        return {"latents": final[1]} if step == 1 else {}
+
+    # Another seed, but the last step's latents swapped for the first run's: the first run's output.
+    swapped = run(
+        tiny_pipeline, audio, sampling_rate=16000, seed=2, num_inference_steps=2, callback_on_step_end=swap_latents
+    )
+    np.testing.assert_array_equal(swapped.audios, reference.audios)
+
+    markers = {}
+
+    def swap_conditions(pipe, step, timestep, kwargs):
+        if step > 0:
+            return {}
+        markers["noisy_latents"] = torch.full_like(kwargs["noisy_latents"], 0.5)
+        markers["encoder_hidden_states"] = torch.full_like(kwargs["encoder_hidden_states"], -0.25)
+        return dict(markers)
+
+    recorder = UNetRecorder(tiny_pipeline, monkeypatch)
+    try:
+        run(
+            tiny_pipeline,
+            audio,
+            sampling_rate=16000,
+            num_inference_steps=2,
+            callback_on_step_end=swap_conditions,
+            callback_on_step_end_tensor_inputs=["latents", "noisy_latents", "encoder_hidden_states"],
+        )
+    finally:
+        recorder.close()
+    first, second = recorder.calls
+    channels = markers["noisy_latents"].shape[1]
+    assert not torch.equal(first["sample"][:, channels:], markers["noisy_latents"])
+    torch.testing.assert_close(second["sample"][:, channels:], markers["noisy_latents"], rtol=0, atol=0)
+    torch.testing.assert_close(second["encoder_hidden_states"], markers["encoder_hidden_states"], rtol=0, atol=0)
+
+
 def test_interrupt_stops_early(tiny_pipeline, make_speech):
     steps = []
 
@@ -180,7 +302,9 @@ def test_interrupt_stops_early(tiny_pipeline, make_speech):
         pipe._interrupt = True
         return kwargs
 
-    out = run(tiny_pipeline, make_speech(0.3)[0], sampling_rate=16000, num_inference_steps=6, callback_on_step_end=callback)
+    out = run(
+        tiny_pipeline, make_speech(0.3)[0], sampling_rate=16000, num_inference_steps=6, callback_on_step_end=callback
+    )
     assert steps == [0] and out.audios.shape == (4800,)
 
 
@@ -208,7 +332,10 @@ def test_very_short_input_is_padded(tiny_pipeline):
         (dict(audio=np.zeros(1600, np.float32), sampling_rate=16000, attenuation_limit_db=-3), "attenuation_limit_db"),
         (dict(audio=np.zeros(1600, np.float32), sampling_rate=16000, noise_scale=-0.5), "noise_scale"),
         (dict(audio=np.zeros(1600, np.float32), sampling_rate=16000, noise_scale=float("nan")), "noise_scale"),
-        (dict(audio=np.zeros(1600, np.float32), sampling_rate=16000, latents=torch.zeros(1, 2, 3)), "latents must have shape"),
+        (
+            dict(audio=np.zeros(1600, np.float32), sampling_rate=16000, latents=torch.zeros(1, 2, 3)),
+            "latents must have shape",
+        ),
     ],
 )
 def test_bad_input_gets_a_clear_error(tiny_pipeline, kwargs, message):
@@ -242,6 +369,24 @@ def test_missing_or_mismatched_weights_are_named(tiny_pipeline_dir, tmp_path):
         FUSEPipeline.from_pretrained(tmp_path)
 
 
+def test_loading_errors_other_than_a_weight_mismatch_keep_their_cause(tiny_pipeline_dir, tmp_path):
+    rejected = tmp_path / "rejected"
+    shutil.copytree(tiny_pipeline_dir, rejected)
+    config = json.loads((rejected / "vae" / "config.json").read_text())
+    (rejected / "vae" / "config.json").write_text(json.dumps({**config, "representation": "mel"}))
+    with pytest.raises(ValueError, match="representation must be one of") as err:
+        FUSEPipeline.from_pretrained(rejected)
+    assert "do not match" not in str(err.value) and "\n" not in str(err.value)
+    assert str(err.value).startswith(str(rejected))
+
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(tiny_pipeline_dir, corrupt)
+    (corrupt / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"not a safetensors file" * 8)
+    with pytest.raises(ValueError, match="Unable to load weights") as err:
+        FUSEPipeline.from_pretrained(corrupt)
+    assert "do not match" not in str(err.value) and "\n" not in str(err.value)
+
+
 def test_repo_id_loads_from_offline_cache(tiny_pipeline_dir, tmp_path, monkeypatch, make_speech):
     """A populated Hugging Face cache (the layout snapshot_download writes) serves a repo id offline."""
     commit = "0123456789abcdef0123456789abcdef01234567"
@@ -255,19 +400,162 @@ def test_repo_id_loads_from_offline_cache(tiny_pipeline_dir, tmp_path, monkeypat
     reference = FUSEPipeline.from_pretrained(tiny_pipeline_dir)
     reference.set_progress_bar_config(disable=True)
     audio = make_speech(0.4)[0]
-    np.testing.assert_array_equal(run(pipe, audio, sampling_rate=16000).audios, run(reference, audio, sampling_rate=16000).audios)
+    np.testing.assert_array_equal(
+        run(pipe, audio, sampling_rate=16000).audios, run(reference, audio, sampling_rate=16000).audios
+    )
     with pytest.raises(ValueError, match="not in the Hugging Face cache"):
         FUSEPipeline.from_pretrained("someone/not-cached", cache_dir=tmp_path / "cache")
 
 
+def is_channels_last(pipe) -> bool:
+    return pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last) and not (
+        pipe.unet.conv_in.weight.is_contiguous()
+    )
+
+
 def test_bf16_autocast_stays_close_to_fp32(tiny_pipeline_dir, make_speech):
+    """bf16 on the CPU puts the weights in channels-last layout when it is set, not when a call runs, and fp32 puts
+    them back: fp32 after bf16 is the fp32 of a fresh pipeline, bit for bit."""
     pipe = FUSEPipeline.from_pretrained(tiny_pipeline_dir)
     pipe.set_progress_bar_config(disable=True)
     audio = make_speech(1.0)[0]
     reference = run(pipe, audio, sampling_rate=16000, num_inference_steps=2).audios
+    assert not is_channels_last(pipe) and not isinstance(pipe._autocast(torch.device("cpu")), torch.autocast)
     pipe.set_precision("bf16")
+    assert is_channels_last(pipe) and pipe.vae.encoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert isinstance(pipe._autocast(torch.device("cpu")), torch.autocast)
     fast = run(pipe, audio, sampling_rate=16000, num_inference_steps=2).audios
     snr = 10 * np.log10(np.sum(reference**2) / np.sum((reference - fast) ** 2))
     assert 10 < snr < 200, f"bf16 output {snr:.1f} dB from fp32"
+    pipe.set_precision("fp32")
+    assert not is_channels_last(pipe)
+    np.testing.assert_array_equal(run(pipe, audio, sampling_rate=16000, num_inference_steps=2).audios, reference)
     with pytest.raises(ValueError, match="precision"):
         pipe.set_precision("fp8")
+
+
+def test_vae_runs_window_by_window_through_diffusers_slicing(tiny_pipeline, make_speech):
+    """The pipeline switches the VAE's slicing on: a batch of windows is encoded and decoded one window at a time
+    (flat memory); `vae.disable_slicing()` hands the VAE the whole batch, with the same result to rounding."""
+    audio = make_speech(2.0)[0]  # 5 windows
+    batches = []
+    hooks = [
+        module.register_forward_pre_hook(lambda module, args: batches.append((module, args[0].shape[0])))
+        for module in (tiny_pipeline.vae.encoder, tiny_pipeline.vae.decoder)
+    ]
+    try:
+        assert tiny_pipeline.vae.use_slicing
+        sliced = run(tiny_pipeline, audio, sampling_rate=16000, num_inference_steps=1, batch_size=4).audios
+        assert len(batches) == 2 * 5 and {size for _, size in batches} == {1}
+        batches.clear()
+        tiny_pipeline.vae.disable_slicing()
+        whole = run(tiny_pipeline, audio, sampling_rate=16000, num_inference_steps=1, batch_size=4).audios
+        assert sorted(size for _, size in batches) == [1, 1, 4, 4]
+    finally:
+        tiny_pipeline.vae.enable_slicing()
+        for hook in hooks:
+            hook.remove()
+    np.testing.assert_allclose(whole, sliced, rtol=0, atol=1e-4)
+
+
+def test_front_end_settings_round_trip_through_save_pretrained_and_are_used(tmp_path):
+    settings = dict(
+        sampling_rate=24000,
+        n_fft=510,
+        hop_length=160,
+        window="hamming",
+        compression_exponent=0.3,
+        compression_factor=0.2,
+    )
+    make_pipeline(vae={**TINY_VAE, **settings}, latent_frames=16).save_pretrained(tmp_path / "pipe")
+    saved = json.loads((tmp_path / "pipe" / "vae" / "config.json").read_text())
+    assert {key: saved[key] for key in FRONT_END_KEYS} == settings
+    pipe = FUSEPipeline.from_pretrained(tmp_path / "pipe")
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.sampling_rate == 24000 and pipe._window_geometry()[0] == (64 - 1) * 160
+    assert pipe.vae.spectral_settings == {k: v for k, v in settings.items() if k != "sampling_rate"}
+
+    # A clip of exactly one window at the model's rate: the UNet sees the latents of the saved front end.
+    window = pipe._window_geometry()[0]
+    audio = np.random.default_rng(0).uniform(-0.3, 0.3, window).astype(np.float32)
+    seen = {}
+    out = pipe(
+        audio,
+        sampling_rate=24000,
+        num_inference_steps=1,
+        callback_on_step_end_tensor_inputs=["noisy_latents"],
+        callback_on_step_end=lambda pipe, step, t, kwargs: seen.update(kwargs) or {},
+    )
+    assert out.audios.shape == audio.shape and out.sampling_rate == 24000
+
+    def latents(**front_end):
+        spec, _ = to_spectrogram(torch.from_numpy(audio)[None], "complex", pipe.vae.config.input_scale, **front_end)
+        return pipe.vae.encode_to_latents(pad_frames(spec, pipe.frame_multiple))
+
+    with torch.no_grad():
+        expected, default = latents(**pipe.vae.spectral_settings), latents(hop_length=160)
+    torch.testing.assert_close(seen["noisy_latents"], expected, rtol=0, atol=0)
+    assert (default - expected).abs().max() > 1e-3
+
+
+def test_vae_config_without_front_end_settings_loads_with_todays_defaults(
+    tiny_pipeline, tiny_pipeline_dir, tmp_path, make_speech
+):
+    """Folders saved before the front end was in the config load with the values they were made with."""
+    old = tmp_path / "old"
+    shutil.copytree(tiny_pipeline_dir, old)
+    config = json.loads((old / "vae" / "config.json").read_text())
+    (old / "vae" / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k not in FRONT_END_KEYS}))
+    pipe = FUSEPipeline.from_pretrained(old)
+    pipe.set_progress_bar_config(disable=True)
+    assert {k: pipe.vae.config[k] for k in FRONT_END_KEYS} == dict(
+        sampling_rate=16000,
+        n_fft=510,
+        hop_length=128,
+        window="hann",
+        compression_exponent=0.5,
+        compression_factor=0.15,
+    )
+    audio = make_speech(0.6)[0]
+    np.testing.assert_array_equal(
+        run(pipe, audio, sampling_rate=16000).audios, run(tiny_pipeline, audio, sampling_rate=16000).audios
+    )
+    bundled = json.loads((REPO / "pipelines" / "fuse-small" / "vae" / "config.json").read_text())
+    assert {k: bundled[k] for k in FRONT_END_KEYS} == {k: pipe.vae.config[k] for k in FRONT_END_KEYS}
+
+
+def test_vae_front_end_defaults_are_the_spectral_modules():
+    """The VAE file spells the front end's defaults out (it travels alone as Hub remote code): they must agree."""
+    from fuse_hf import spectral
+    from fuse_hf.models import autoencoder_spectral
+
+    vae = make_vae(**TINY_VAE)
+    assert vae.spectral_settings == spectral.SPECTRAL_DEFAULTS == spectral.spectral_settings(None)
+    assert vae.config.sampling_rate == spectral.SAMPLE_RATE and vae.config.sample_size == spectral.NUM_FREQ_BINS
+    assert autoencoder_spectral._WINDOWS == tuple(spectral.WINDOWS)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(n_fft=1024), r"sample_size \(256\) must be the number of frequency bins, n_fft // 2 \+ 1 = 513"),
+        (dict(window="kaiser"), "window must be one of"),
+        (dict(hop_length=0), "hop_length must be a positive integer"),
+        (dict(hop_length=600), r"hop_length \(600\) must not exceed n_fft"),
+        (dict(sampling_rate=16000.5), "sampling_rate must be a positive integer"),
+        (dict(compression_exponent=0.0), "compression_exponent must be a positive number"),
+    ],
+)
+def test_bad_front_end_settings_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SpectralAutoencoderKL(**TINY_VAE, **kwargs)
+
+
+def test_call_docstring_example_runs(monkeypatch):
+    doc = FUSEPipeline.__call__.__doc__
+    assert "Examples:" in doc and ">>> pipe = FUSEPipeline.from_pretrained" in doc
+    monkeypatch.chdir(REPO)  # the example loads the bundled pipelines/fuse-small
+    test = doctest.DocTestParser().get_doctest(doc, {}, "FUSEPipeline.__call__", None, 0)
+    assert len(test.examples) >= 4
+    result = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE).run(test, out=print)
+    assert result.failed == 0

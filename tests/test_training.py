@@ -1,6 +1,5 @@
 """train.py and fuse_hf.training: every stage learns, checkpoints are atomic, resume is exact, DDP keeps ranks equal."""
 
-import hashlib
 import json
 import os
 import subprocess
@@ -13,8 +12,10 @@ import soundfile as sf
 import torch
 from safetensors.torch import load_file
 
+from conftest import free_port
 from fuse_hf.training import STAGES, parse_args, train
 from fuse_hf.training.checkpoint import list_checkpoints, resolve_checkpoint, save_checkpoint
+from fuse_hf.training.stages import diffusion_target
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny"
@@ -38,8 +39,14 @@ def toy_corpus(tmp_path_factory):
 
 def data_flags(root):
     return [
-        "--speech_dir", str(root / "speech" / "train"), "--noise_dir", str(root / "noise" / "train"),
-        "--valid_speech_dir", str(root / "speech" / "valid"), "--valid_noise_dir", str(root / "noise" / "valid"),
+        "--speech_dir",
+        str(root / "speech" / "train"),
+        "--noise_dir",
+        str(root / "noise" / "train"),
+        "--valid_speech_dir",
+        str(root / "speech" / "valid"),
+        "--valid_noise_dir",
+        str(root / "noise" / "valid"),
     ]
 
 
@@ -48,8 +55,20 @@ def trained_parts(toy_corpus, tmp_path_factory):
     """A tiny VAE and a tiny pre-trained BEATs, for the diffusion stage (a few steps each)."""
     out = tmp_path_factory.mktemp("parts")
     for stage in ("vae", "beats"):
-        args = parse_args([stage, "--config", str(TINY / f"{stage}.yaml"), *data_flags(toy_corpus),
-                           "--output_dir", str(out / stage), "--max_train_steps", "2", "--num_validation_pairs", "1"])
+        args = parse_args(
+            [
+                stage,
+                "--config",
+                str(TINY / f"{stage}.yaml"),
+                *data_flags(toy_corpus),
+                "--output_dir",
+                str(out / stage),
+                "--max_train_steps",
+                "2",
+                "--num_validation_pairs",
+                "1",
+            ]
+        )
         train(args, STAGES[stage]())
     return out / "vae" / "vae", out / "beats" / "conditioner"
 
@@ -94,8 +113,12 @@ def test_resume_is_exact(toy_corpus, tmp_path):
     train(straight, STAGES["vae"]())
     first = stage_args("vae", toy_corpus, tmp_path / "b", extra=common + ["--max_train_steps", "2"])
     train(first, STAGES["vae"]())
-    second = stage_args("vae", toy_corpus, tmp_path / "b",
-                        extra=common + ["--max_train_steps", "4", "--resume_from_checkpoint", "latest"])
+    second = stage_args(
+        "vae",
+        toy_corpus,
+        tmp_path / "b",
+        extra=common + ["--max_train_steps", "4", "--resume_from_checkpoint", "latest"],
+    )
     result = train(second, STAGES["vae"]())
     assert result.global_step == 4
     a = list_checkpoints(tmp_path / "a" / "vae")[-1]
@@ -148,6 +171,7 @@ def test_checkpoint_rotation_keeps_the_last_k(tmp_path):
 def test_the_unet_gets_the_same_inputs_in_training_and_inference(toy_corpus, trained_parts, tmp_path):
     """What the pipeline hands the UNet for a one-window clip equals what the training stage encodes."""
     from accelerate import Accelerator
+
     from conftest import speech_like
 
     runner = STAGES["diffusion"]()
@@ -163,8 +187,13 @@ def test_the_unet_gets_the_same_inputs_in_training_and_inference(toy_corpus, tra
         seen.update(kwargs)
         return {}
 
-    pipe(audio, sampling_rate=16000, num_inference_steps=1, callback_on_step_end=callback,
-         callback_on_step_end_tensor_inputs=["noisy_latents", "encoder_hidden_states"])
+    pipe(
+        audio,
+        sampling_rate=16000,
+        num_inference_steps=1,
+        callback_on_step_end=callback,
+        callback_on_step_end_tensor_inputs=["noisy_latents", "encoder_hidden_states"],
+    )
     wave = torch.from_numpy(audio)[None]
     _, z_noisy, tokens = runner.encode(0.3 * wave, wave, accelerator)  # clean != noisy: a swap would show
     assert seen["noisy_latents"].shape == z_noisy.shape and seen["encoder_hidden_states"].shape == tokens.shape
@@ -196,20 +225,182 @@ def test_config_errors_and_help(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse_args(["--help"])
     text = capsys.readouterr().out
-    for flag in ("--config", "--output_dir", "--seed", "--max_train_steps", "--train_batch_size", "--learning_rate",
-                 "--gradient_accumulation_steps", "--mixed_precision", "--checkpointing_steps",
-                 "--checkpoints_total_limit", "--resume_from_checkpoint", "--validation_steps", "--report_to",
-                 "--push_to_hub", "--hub_model_id", "--train_data_dir", "--speech_dir", "--noise_dir", "--dataset_name"):
+    for flag in (
+        "--config",
+        "--output_dir",
+        "--seed",
+        "--max_train_steps",
+        "--train_batch_size",
+        "--learning_rate",
+        "--gradient_accumulation_steps",
+        "--mixed_precision",
+        "--checkpointing_steps",
+        "--checkpoints_total_limit",
+        "--resume_from_checkpoint",
+        "--validation_steps",
+        "--report_to",
+        "--push_to_hub",
+        "--hub_model_id",
+        "--train_data_dir",
+        "--speech_dir",
+        "--noise_dir",
+        "--dataset_name",
+        "--prediction_type",
+    ):
         assert flag in text
     args = parse_args(["vae", "--config", str(TINY / "vae.yaml"), "--learning_rate", "0.5"])
     assert args.learning_rate == 0.5 and args.max_train_steps == 20 and args.vae["latent_channels"] == 4
 
 
+def test_unknown_loss_keys_are_an_error(tmp_path):
+    from accelerate import Accelerator
+
+    config = tmp_path / "typo.yaml"
+    config.write_text((TINY / "vae.yaml").read_text() + "loss:\n  l1: 1.0\n  mrstf: 0.5\n")
+    args = parse_args(["vae", "--config", str(config), "--output_dir", str(tmp_path / "run")])
+    with pytest.raises(
+        ValueError,
+        match=r"^loss: unknown key\(s\) \['mrstf'\] for the vae stage; allowed: l1, mse, "
+        r"log_mag, kl, mrstft\.$",
+    ):
+        train(args, STAGES["vae"]())
+    args.loss = {"l1": 2.0}
+    assert STAGES["vae"]().loss_weights(args) == {"l1": 2.0, "mse": 1.0, "log_mag": 1.0, "kl": 1e-6, "mrstft": 0.0}
+    for stage in ("diffusion", "beats"):
+        args = parse_args(
+            [stage, "--config", str(TINY / f"{stage}.yaml"), "--vae_path", "v", "--conditioner_path", "c"]
+        )
+        args.loss = {"l1": 1.0}
+        with pytest.raises(ValueError, match=f"for the {stage} stage; allowed: none"):
+            STAGES[stage]().build(args, Accelerator(cpu=True), {})
+
+
+@pytest.fixture(scope="module")
+def paired_folder(toy_corpus, tmp_path_factory):
+    """`clean/` + `noisy/` folders with matching names (the --train_data_dir layout)."""
+    from conftest import speech_like
+
+    root = tmp_path_factory.mktemp("paired")
+    for i in range(3):
+        clean = speech_like(1.2, seed=200 + i)[0]
+        noise = np.random.default_rng(200 + i).standard_normal(clean.size).astype(np.float32) * 0.05
+        for sub, audio in (("clean", clean), ("noisy", clean + noise)):
+            (root / sub).mkdir(exist_ok=True)
+            sf.write(root / sub / f"p{i}.wav", audio, 16000)
+    return root
+
+
+def test_vae_trains_without_validation_data_and_validates_when_given_some(paired_folder, tmp_path):
+    common = [
+        "vae",
+        "--config",
+        str(TINY / "vae.yaml"),
+        "--train_data_dir",
+        str(paired_folder),
+        "--max_train_steps",
+        "2",
+        "--validation_steps",
+        "1",
+        "--num_validation_pairs",
+        "1",
+    ]
+    result = train(parse_args(common + ["--output_dir", str(tmp_path / "plain")]), STAGES["vae"]())
+    assert result.global_step == 2 and result.record == {}
+    assert not (tmp_path / "plain" / "validation_history.jsonl").exists()
+    assert (tmp_path / "plain" / "vae" / "diffusion_pytorch_model.safetensors").is_file()
+
+    result = train(
+        parse_args(common + ["--output_dir", str(tmp_path / "valid"), "--valid_data_dir", str(paired_folder)]),
+        STAGES["vae"](),
+    )
+    history = [json.loads(line) for line in (tmp_path / "valid" / "validation_history.jsonl").read_text().splitlines()]
+    assert [record["step"] for record in history] == [1, 2]
+    assert np.isfinite(result.record["si_sdr"]) and np.isfinite(result.record["noisy_si_sdr"])
+
+
+def test_logged_loss_is_the_mean_over_micro_batches(toy_corpus, tmp_path, monkeypatch):
+    """With gradient accumulation, `train/loss` of a step is the mean of its micro-batches' losses (gathered over
+    processes: one here), as diffusers' training examples log it, not the last micro-batch's."""
+    from accelerate import Accelerator
+
+    logged, losses = [], []
+    monkeypatch.setattr(Accelerator, "log", lambda self, values, step=None, log_kwargs=None: logged.append(values))
+    stage = STAGES["vae"]()
+    compute = stage.loss
+
+    def recording_loss(model, batch, accelerator):
+        loss, logs = compute(model, batch, accelerator)
+        losses.append(loss.item())
+        return loss, logs
+
+    stage.loss = recording_loss
+    args = stage_args(
+        "vae",
+        toy_corpus,
+        tmp_path,
+        extra=["--max_train_steps", "2", "--gradient_accumulation_steps", "2", "--validation_steps", "100"],
+    )
+    train(args, stage)
+    step_losses = [values["train/loss"] for values in logged if "train/loss" in values]
+    assert len(losses) == 4 and len(step_losses) == 2
+    np.testing.assert_allclose(step_losses, [np.mean(losses[:2]), np.mean(losses[2:])], rtol=1e-6)
+    assert losses[1] != pytest.approx(losses[0])
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_diffusion_target_follows_the_scheduler_prediction_type(prediction_type):
+    """A perfect prediction of the target makes the scheduler's step estimate exactly the clean latent."""
+    from diffusers import DDIMScheduler
+
+    scheduler = DDIMScheduler(
+        prediction_type=prediction_type,
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        clip_sample=False,
+    )
+    scheduler.set_timesteps(10)
+    generator = torch.Generator().manual_seed(0)
+    clean, noise = torch.randn(2, 4, 8, 8, generator=generator), torch.randn(2, 4, 8, 8, generator=generator)
+    for t in scheduler.timesteps[1:]:  # the first one has almost no signal left: epsilon is ill-posed there
+        timesteps = torch.full((2,), int(t))
+        noisy = scheduler.add_noise(clean, noise, timesteps)
+        target = diffusion_target(scheduler, clean, noise, timesteps)
+        estimate = scheduler.step(target, t, noisy).pred_original_sample
+        torch.testing.assert_close(estimate, clean, rtol=1e-4, atol=1e-4)
+    scheduler.register_to_config(prediction_type="flow")
+    with pytest.raises(ValueError, match="prediction_type must be one of"):
+        diffusion_target(scheduler, clean, noise, timesteps)
+
+
+def test_training_reads_the_front_end_from_the_vae_config(toy_corpus, tmp_path):
+    from accelerate import Accelerator
+
+    args = stage_args("vae", toy_corpus, tmp_path)
+    args.vae = {**args.vae, "hop_length": 160, "compression_exponent": 0.3}
+    stage = STAGES["vae"]()
+    model = stage.build(args, Accelerator(cpu=True), {})
+    assert stage.segment % 160 == 0 and ((stage.segment // 160 + 1) % 4) == 0
+    assert stage.spectral["hop_length"] == 160 and stage.spectral["compression_exponent"] == 0.3
+    assert model.vae.config.hop_length == 160 and model.vae.config.compression_exponent == 0.3
+    assert stage.dataset[0]["clean"].shape == (stage.segment,)
+
+
 def test_wrong_stage_checkpoint_is_refused(toy_corpus, tmp_path):
     args = stage_args("vae", toy_corpus, tmp_path, extra=["--max_train_steps", "1"])
     train(args, STAGES["vae"]())
-    beats = parse_args(["beats", "--config", str(TINY / "beats.yaml"), *data_flags(toy_corpus), "--output_dir",
-                        str(tmp_path / "vae"), "--resume_from_checkpoint", "latest"])
+    beats = parse_args(
+        [
+            "beats",
+            "--config",
+            str(TINY / "beats.yaml"),
+            *data_flags(toy_corpus),
+            "--output_dir",
+            str(tmp_path / "vae"),
+            "--resume_from_checkpoint",
+            "latest",
+        ]
+    )
     with pytest.raises(ValueError, match="own --output_dir"):
         train(beats, STAGES["beats"]())
 
@@ -231,12 +422,35 @@ json.dump({"rank": rank, "digest": digest.hexdigest(), "step": result.global_ste
 def test_two_process_ddp_keeps_ranks_identical(toy_corpus, tmp_path):
     script = tmp_path / "ddp_train.py"
     script.write_text(DDP_SCRIPT)
-    env = {**os.environ, "DIGEST_DIR": str(tmp_path), "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-               str(script), "vae", "--config", str(TINY / "vae.yaml"), *data_flags(toy_corpus),
-               "--output_dir", str(tmp_path / "ddp"), "--max_train_steps", "3", "--validation_steps", "100",
-               "--num_validation_pairs", "1"]
+    env = {
+        **os.environ,
+        "DIGEST_DIR": str(tmp_path),
+        "ACCELERATE_USE_CPU": "true",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        str(script),
+        "vae",
+        "--config",
+        str(TINY / "vae.yaml"),
+        *data_flags(toy_corpus),
+        "--output_dir",
+        str(tmp_path / "ddp"),
+        "--max_train_steps",
+        "3",
+        "--validation_steps",
+        "100",
+        "--num_validation_pairs",
+        "1",
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]

@@ -2,40 +2,41 @@
 
 noisy audio -> STFT -> spectral VAE latent -> UNet (DDIM, v-prediction) conditioned on the noisy latent and on
 frozen BEATs tokens of the noisy input -> VAE decoder -> inverse STFT -> enhanced audio.
+
+The front end (sample rate, STFT, compression) is read from the VAE's config, so a saved pipeline describes the
+signal it works on.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import os
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Union
 
 import numpy as np
 import torch
 from diffusers import DDIMScheduler, DiffusionPipeline, UNet2DConditionModel
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.pipelines.pipeline_utils import AudioPipelineOutput
-from diffusers.utils import logging
+from diffusers.utils import logging, replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..audio import (
-    HOP_LENGTH,
     MIN_SAMPLES_16K,
     SAMPLE_RATE,
     as_channels_first,
+    avoid_clipping,
     check_sampling_rate,
-    crossfade_weights,
+    first_line,
     load_audio,
-    overlaps,
-    pad_reflect,
-    pad_frames,
-    prevent_clipping,
     resample,
-    to_spectrogram,
-    to_waveform,
-    window_starts,
 )
+from ..spectral import pad_frames, to_spectrogram, to_waveform
+from ..windows import crossfade_weights, overlaps, pad_reflect, window_starts
 
 logger = logging.get_logger(__name__)
 
@@ -48,16 +49,22 @@ EXAMPLE_DOC_STRING = """
         >>> pipe = FUSEPipeline.from_pretrained("pipelines/fuse-small")
         >>> noisy = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
         >>> out = pipe(noisy, sampling_rate=16000, num_inference_steps=6, generator=torch.Generator().manual_seed(0))
-        >>> out.audios.shape  # same shape, same rate as the input
-        (16000,)
+        >>> out.audios.shape, out.sampling_rate  # same shape, same rate as the input
+        ((16000,), 16000)
+
         ```
 """
 
-AudioInput = Union[str, os.PathLike, np.ndarray, torch.Tensor]
+AudioInput = str | os.PathLike | np.ndarray | torch.Tensor
 
 # Chosen on a dev set of in-domain valid mixtures (not the benchmark's pairs): `benchmarks/bench_noise_scale.py`,
 # `docs/sampling.md`.
 DEFAULT_NOISE_SCALE = 0.25
+PRECISIONS = ("auto", "fp32", "bf16")
+# What diffusers, transformers and torch say when a checkpoint's tensors do not fit the model its config builds.
+_WEIGHT_MISMATCH = re.compile(
+    r"expected shape|size mismatch|Error\(s\) in loading state_dict|Missing key\(s\)|Unexpected key\(s\)"
+)
 
 
 @dataclass
@@ -66,112 +73,170 @@ class FUSEPipelineOutput(AudioPipelineOutput):
 
     Args:
         audios (`np.ndarray`, `torch.Tensor` or a list of them):
-            Enhanced audio with the shape of each input (`(samples,)` or `(channels, samples)`), float32 in [-1, 1].
-            A list when the input was a list.
-        sampling_rate (`int` or `List[int]`): the sample rate of each output in Hz, equal to the input's.
+            Enhanced audio with the shape of each input (`(samples,)` or `(channels, samples)`), float32 in [-1, 1]:
+            numpy arrays for `output_type="np"`, torch tensors for `"pt"`. A list when the input was a list.
+        sampling_rate (`int` or `list[int]`): the sample rate of each output in Hz, equal to the input's.
     """
 
-    sampling_rate: Union[int, List[int]] = SAMPLE_RATE
+    sampling_rate: int | list[int] | None = None
 
 
-def encode_spectral_latents(vae, waveform: torch.Tensor, frame_multiple: int = 1, vae_batch_size: Optional[int] = None):
+def encode_spectral_latents(vae, waveform: torch.Tensor, frame_multiple: int = 1):
     """Waveforms -> the VAE latents the UNet works on. Training and inference both encode through here, so that the
     UNet sees at inference exactly the kind of latent it was trained on.
 
+    The VAE encodes the whole batch in one pass, or window by window after `vae.enable_slicing()` (the pipeline's
+    default: see [`FUSEPipeline`]).
+
     Args:
-        vae ([`SpectralAutoencoderKL`]): reads its own representation and input scale from its config.
-        waveform: `(batch, samples)` float at 16 kHz.
+        vae ([`SpectralAutoencoderKL`]): reads its front end, representation and input scale from its config.
+        waveform: `(batch, samples)` float at `vae.config.sampling_rate`.
         frame_multiple: spectrogram frames are zero-padded to a multiple of this (`pad_frames`).
-        vae_batch_size: windows per VAE pass (None: all at once).
 
     Returns:
         `(latents, compressed, frames)`: latents `(batch, latent_channels, latent_freq, padded_frames / 4)` in the
-        VAE's dtype, the compressed complex spectrum `(batch, 256, frames)` whose phase the decoder output reuses,
+        VAE's dtype, the compressed complex spectrum `(batch, freq, frames)` whose phase the decoder output reuses,
         and the number of frames before padding.
     """
-    spec, compressed = to_spectrogram(waveform, vae.config.representation, vae.config.input_scale)
+    spec, compressed = to_spectrogram(
+        waveform, vae.config.representation, vae.config.input_scale, **vae.spectral_settings
+    )
     frames = spec.shape[-1]
     spec = pad_frames(spec, frame_multiple).to(vae.dtype)
-    chunks = spec.split(vae_batch_size) if vae_batch_size else (spec,)
-    return torch.cat([vae.encode_to_latents(chunk) for chunk in chunks]), compressed, frames
+    return vae.encode_to_latents(spec), compressed, frames
 
 
-def encode_condition(conditioner, waveform: torch.Tensor, padding_mask: Optional[torch.Tensor] = None):
-    """BEATs tokens of noisy windows `(batch, samples)` -> `(batch, tokens, embed_dim)` and a cross-attention mask
-    `(batch, tokens)` (1 = attend), or None when no token is padded. Shared by training and inference."""
+def encode_condition(
+    conditioner, waveform: torch.Tensor, padding_mask: torch.Tensor | None = None, feature_extractor=None
+):
+    """BEATs tokens of noisy 16 kHz windows `(batch, samples)` -> `(batch, tokens, embed_dim)` and a cross-attention
+    mask `(batch, tokens)` (1 = attend), or None when no token is padded. Shared by training and inference.
+
+    The filterbank comes from `feature_extractor` (a `BEATsFeatureExtractor`) when given, else from the
+    conditioner's own front end; both compute the same official filterbank."""
+    inputs = {"input_values": waveform}
+    if feature_extractor is not None:
+        inputs = feature_extractor(waveform, return_attention_mask=False, return_tensors="pt")
     # "patch" masks whole padded patch rows, so a padded last window gets the tokens its audio gets alone.
-    features, token_padding = conditioner.encode_tokens(waveform, padding_mask=padding_mask, padding_mode="patch")
+    output = conditioner(**inputs, padding_mask=padding_mask, padding_mode="patch", return_dict=True)
+    features, token_padding = output.last_hidden_state, output.padding_mask
     mask = None
     if token_padding is not None and token_padding.shape == features.shape[:2] and bool(token_padding.any()):
         mask = (~token_padding).to(features.dtype)
     return features, mask
 
 
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), read from the kernel's CPU flags.
+
+    torch has no public query for it (`torch.backends.cpu.get_cpu_capability()` says "AVX512" with or without
+    bf16); where /proc/cpuinfo cannot be read (not Linux) the answer is False, and `set_precision("bf16")` still
+    forces bf16.
+    """
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    return bool({"avx512_bf16", "amx_tile"} & set(line.split(":", 1)[1].split()))
+    except OSError:
+        pass
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`"auto"` -> `"bf16"` on GPUs with bf16 and on CPUs with native bf16, else `"fp32"`; others unchanged."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        return "bf16" if cpu_has_native_bf16() else "fp32"
+    return "fp32"
+
+
+def _is_weight_mismatch(err: BaseException) -> bool:
+    """Whether a loading error says that a checkpoint's tensors do not fit the model built from its config."""
+    return bool(_WEIGHT_MISMATCH.search(str(err)))
+
+
 @dataclass
 class _Clip:
-    """One input clip at 16 kHz plus what is needed to give it back in its own format."""
+    """One input clip at the model's rate, plus what is needed to give it back at its own rate and layout."""
 
-    audio: np.ndarray  # (channels, samples) at 16 kHz
+    audio: np.ndarray  # (channels, samples) at the model's rate
     original: np.ndarray  # (channels, samples) at the input rate
     sampling_rate: int
     was_1d: bool
-    as_tensor: bool
 
 
 class FUSEPipeline(DiffusionPipeline):
     r"""Speech enhancement by latent diffusion, guided by BEATs features of the noisy input.
 
     Long inputs are cut into fixed windows (the UNet's training size) that overlap and are cross-faded back,
-    so memory does not grow with the input length; windows of all clips and channels are batched together.
+    so memory does not grow with the input length; windows of all clips and channels are batched together
+    (`batch_size`) for the UNet. The VAE runs window by window (diffusers' VAE slicing, switched on here): at full
+    spectrogram resolution a batch costs ~50 MB a window and saves no time on a CPU. `pipe.vae.disable_slicing()`
+    lets it take the whole batch.
+
+    The sample rate, STFT and compression are the VAE's (`vae.config.sampling_rate`, `n_fft`, `hop_length`,
+    `window`, `compression_exponent`, `compression_factor`); inputs at other rates are resampled to it and back.
 
     Args:
         vae ([`SpectralAutoencoderKL`]): encodes normalised compressed spectrograms to latents and back.
-        conditioner ([`BEATsModel`]): frozen audio encoder whose tokens guide the UNet through cross-attention.
+        conditioner ([`BEATsModel`]): frozen audio encoder (a transformers model) whose tokens guide the UNet
+            through cross-attention.
         unet ([`UNet2DConditionModel`]): denoises the clean-speech latent; its input is the noisy target latent
             concatenated with the VAE latent of the noisy input, `2 * latent_channels` channels.
         scheduler ([`DDIMScheduler`]): v-prediction, trailing timesteps and zero terminal SNR (see
             `fuse_hf.factory.make_scheduler` for why).
+        feature_extractor ([`BEATsFeatureExtractor`], *optional*): the conditioner's filterbank and its
+            normalisation; without it the conditioner computes the same official one itself.
     """
 
     model_cpu_offload_seq = "conditioner->vae->unet->vae"
+    _optional_components = ["feature_extractor"]
     _callback_tensor_inputs = ["latents", "noisy_latents", "encoder_hidden_states"]
 
-    def __init__(self, vae, conditioner, unet: UNet2DConditionModel, scheduler: DDIMScheduler):
+    def __init__(
+        self, vae, conditioner, unet: UNet2DConditionModel, scheduler: DDIMScheduler, feature_extractor=None
+    ):
         super().__init__()
-        self.register_modules(vae=vae, conditioner=conditioner, unet=unet, scheduler=scheduler)
-        self._precision = os.environ.get("FUSE_HF_PRECISION", "auto")
+        self.register_modules(
+            vae=vae, conditioner=conditioner, unet=unet, scheduler=scheduler, feature_extractor=feature_extractor
+        )
+        self.vae.enable_slicing()
+        self._channels_last = False  # the layout the modules were given in
+        self.set_precision(os.environ.get("FUSE_HF_PRECISION", "auto"))
 
     def set_precision(self, precision: str = "auto") -> None:
         """How the VAE and the UNet compute: ``"fp32"``, ``"bf16"`` (autocast, weights stay fp32) or ``"auto"``.
 
-        ``"auto"`` (the default, or the ``FUSE_HF_PRECISION`` environment variable) uses bf16 autocast on GPUs and on CPUs with native bf16 (AVX512-BF16 or AMX),
-        where it is 3-5x faster; on the bundled model its output stays about 44 dB from fp32. BEATs always runs
-        in fp32 so that its features are the reference ones.
+        ``"auto"`` (the default, or the ``FUSE_HF_PRECISION`` environment variable) uses bf16 autocast on GPUs and
+        on CPUs with native bf16 (AVX512-BF16 or AMX), where it is 3-5x faster; on the bundled model its output
+        stays about 44 dB from fp32. BEATs always runs in fp32 so that its features are the reference ones.
+
+        The VAE and UNet weights are put in channels-last layout when bf16 will run on the CPU (what makes oneDNN's
+        bf16 convolutions fast) and back in the default layout otherwise, whose fp32 results are the reference.
         """
-        if precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}.")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
         self._precision = precision
+        channels_last = (
+            resolve_precision(precision, torch.device("cpu")) == "bf16" and self.unet.dtype == torch.float32
+        )
+        if channels_last != self._channels_last:
+            memory_format = torch.channels_last if channels_last else torch.contiguous_format
+            self.unet.to(memory_format=memory_format)
+            self.vae.to(memory_format=memory_format)
+            self._channels_last = channels_last
 
     def _autocast(self, device: torch.device):
-        """The autocast context of the VAE and UNet passes (a no-op context for fp32)."""
-        import contextlib
-
-        precision = getattr(self, "_precision", "auto")
-        if precision == "auto":
-            if device.type == "cuda":
-                precision = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-            elif device.type == "cpu":
-                native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-                precision = "bf16" if native else "fp32"
-            else:
-                precision = "fp32"
-        if precision == "fp32" or self.unet.dtype != torch.float32:
-            return contextlib.nullcontext()
-        if device.type == "cpu" and not self.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last):
-            # channels_last is what makes oneDNN's bf16 convolutions fast.
-            self.unet.to(memory_format=torch.channels_last)
-            self.vae.to(memory_format=torch.channels_last)
-        return torch.autocast(device.type, dtype=torch.bfloat16)
+        """The autocast context of the VAE and UNet passes on `device` (a no-op context for fp32)."""
+        device = torch.device(device)
+        if resolve_precision(self._precision, device) == "bf16" and self.unet.dtype == torch.float32:
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     # ------------------------------------------------------------------------------------------ loading
 
@@ -180,8 +245,12 @@ class FUSEPipeline(DiffusionPipeline):
         """Loads from a local `save_pretrained` folder or a Hub repo id (`revision`, `cache_dir`, `token`,
         `local_files_only` as in diffusers; works offline from the cache with ``HF_HUB_OFFLINE=1``).
 
-        Missing files or weights that do not fit the config raise a `ValueError` that names them.
+        Raises:
+            ValueError: in one line naming the folder and the cause: a missing file, weights that do not fit
+                their config ("the weights do not match the model configs"), an unreadable weights file, a config
+                value a component rejects.
         """
+        from .. import models  # noqa: F401 (diffusers finds the custom component classes among imported modules)
         from ..hub import resolve_pipeline_folder
 
         folder = resolve_pipeline_folder(
@@ -195,11 +264,12 @@ class FUSEPipeline(DiffusionPipeline):
         try:
             return super().from_pretrained(folder, **kwargs)
         except (RuntimeError, OSError, ValueError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ValueError(f"{folder}: the weights do not match the model configs ({first}).") from err
+            if _is_weight_mismatch(err):
+                raise ValueError(f"{folder}: the weights do not match the model configs ({first_line(err)}).") from err
+            raise ValueError(f"{folder}: {first_line(err)}") from err
 
-    def push_to_hub(self, repo_id: str, commit_message: Optional[str] = None, private: Optional[bool] = None,
-                    token: Optional[str] = None, create_pr: bool = False, **kwargs) -> str:
+    def push_to_hub(self, repo_id: str, commit_message: str | None = None, private: bool | None = None,
+                    token: str | None = None, create_pr: bool = False, **kwargs) -> str:
         """Uploads the pipeline to the Hub as one commit: weights, configs, a model card (`metrics=`, `datasets=`,
         ...) and the Hub remote code that `DiffusionPipeline.from_pretrained(repo_id, trust_remote_code=True)`
         loads. See [`fuse_hf.hub.push_pipeline_to_hub`]. Returns the commit URL."""
@@ -208,7 +278,12 @@ class FUSEPipeline(DiffusionPipeline):
         return push_pipeline_to_hub(self, repo_id, commit_message=commit_message, private=private, token=token,
                                     create_pr=create_pr, **kwargs)
 
-    # ------------------------------------------------------------------------------------------ helpers
+    # ------------------------------------------------------------------------------------------ geometry
+
+    @property
+    def sampling_rate(self) -> int:
+        """The rate in Hz the models work at (the VAE's); inputs are resampled to it and back."""
+        return int(self.vae.config.sampling_rate)
 
     @property
     def window_frames(self) -> int:
@@ -224,8 +299,31 @@ class FUSEPipeline(DiffusionPipeline):
         return self.vae.downsample_factor * unet_down
 
     @property
+    def _latent_hop(self) -> int:
+        """Samples per latent frame: windows start on multiples of it so that they share one noise field."""
+        return self.vae.config.hop_length * self.vae.downsample_factor
+
+    def _window_geometry(self) -> tuple[int, int]:
+        """`(window_samples, stride_samples)` of the overlapping windows."""
+        frames, factor = self.window_frames, self.vae.downsample_factor
+        # Windows are enhanced independently, so the overlap is pure cost: 1/32 of a window (8 frames, 64 ms for
+        # fuse-small) is enough for the cross-fade, and lets a 4 s clip take 2 windows instead of 3 (with 1/8).
+        overlap_frames = max(factor, (frames // 32) // factor * factor)
+        stride_frames = frames - overlap_frames
+        hop = self.vae.config.hop_length
+        # A window of (frames - 1) hops yields exactly `frames` STFT frames with centred frames.
+        return (frames - 1) * hop, stride_frames * hop
+
+    # ------------------------------------------------------------------------------------------ state
+
+    @property
     def guidance_scale(self) -> float:
         return self._guidance_scale
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        """Above 1 (and anywhere but 0 and 1): one unconditional and one conditional UNet pass per step."""
+        return self._guidance_scale not in (0.0, 1.0)
 
     @property
     def num_timesteps(self) -> int:
@@ -235,11 +333,14 @@ class FUSEPipeline(DiffusionPipeline):
     def interrupt(self) -> bool:
         return self._interrupt
 
+    # ------------------------------------------------------------------------------------------ steps
+
     def check_inputs(
-        self, audio, sampling_rate, num_inference_steps, guidance_scale, noise_scale, attenuation_limit_db,
-        batch_size, output_type, callback_on_step_end_tensor_inputs,
-    ) -> List[_Clip]:
-        """Validates the arguments and loads every clip as `(channels, samples)` float32 at 16 kHz."""
+        self, audio, sampling_rate, num_inference_steps, guidance_scale, noise_scale, attenuation_limit_db, generator,
+        latents, batch_size, output_type, callback_on_step_end_tensor_inputs,
+    ) -> None:
+        """Validates the arguments; raises a one-line `ValueError` naming the first bad one. Reads no audio: the
+        contents of files and arrays are checked as they are loaded (`prepare_audio`)."""
         if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}.")
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -261,45 +362,44 @@ class FUSEPipeline(DiffusionPipeline):
         items = audio if isinstance(audio, (list, tuple)) else [audio]
         if len(items) == 0:
             raise ValueError("audio is an empty list: pass at least one clip.")
-        return [self._load_clip(item, sampling_rate) for item in items]
+        for item in items:
+            if not isinstance(item, (str, os.PathLike, np.ndarray, torch.Tensor)):
+                raise ValueError(
+                    "audio must be a file path, a numpy array, a torch tensor or a list of them, "
+                    f"got {type(item).__name__}."
+                )
+        if any(isinstance(item, (np.ndarray, torch.Tensor)) for item in items):
+            check_sampling_rate(sampling_rate)
+        if isinstance(generator, list) and len(generator) != len(items):
+            raise ValueError(f"got {len(generator)} generators for {len(items)} clips: pass one per clip.")
+        if latents is not None and len(items) != 1:
+            raise ValueError("latents can only be given for a single clip.")
 
-    @staticmethod
-    def _load_clip(item: AudioInput, sampling_rate) -> _Clip:
-        if isinstance(item, (str, os.PathLike)):
-            original, rate = load_audio(item)
-            was_1d, as_tensor = original.shape[0] == 1, False
-        elif isinstance(item, (np.ndarray, torch.Tensor)):
-            rate = check_sampling_rate(sampling_rate)
-            as_tensor = isinstance(item, torch.Tensor)
-            array = item.detach().cpu().float().numpy() if as_tensor else item
-            was_1d = np.ndim(array) == 1
-            original = as_channels_first(array)
-        else:
-            raise ValueError(
-                f"audio must be a file path, a numpy array, a torch tensor or a list of them, got {type(item).__name__}."
-            )
-        audio = resample(original, rate, SAMPLE_RATE)
-        if audio.shape[1] < MIN_SAMPLES_16K:
-            raise ValueError(
-                f"audio is {original.shape[1]} samples long ({1000 * original.shape[1] / rate:.1f} ms); "
-                f"at least {1000 * MIN_SAMPLES_16K / SAMPLE_RATE:.0f} ms is needed."
-            )
-        return _Clip(audio=audio, original=original, sampling_rate=rate, was_1d=was_1d, as_tensor=as_tensor)
+    def prepare_audio(self, audio: AudioInput | list[AudioInput], sampling_rate: int | None) -> list[_Clip]:
+        """Loads every clip as `(channels, samples)` float32 and resamples it to the model's rate.
 
-    @property
-    def _latent_hop(self) -> int:
-        """Samples per latent frame: windows start on multiples of it so that they share one noise field."""
-        return HOP_LENGTH * self.vae.downsample_factor
-
-    def _window_geometry(self):
-        """`(window_samples, stride_samples)` of the overlapping windows."""
-        frames, factor = self.window_frames, self.vae.downsample_factor
-        # Windows are enhanced independently, so the overlap is pure cost: 1/32 of a window (8 frames, 64 ms for
-        # fuse-small) is enough for the cross-fade, and lets a 4 s clip take 2 windows instead of 3 (with 1/8).
-        overlap_frames = max(factor, (frames // 32) // factor * factor)
-        stride_frames = frames - overlap_frames
-        # A window of (frames - 1) hops yields exactly `frames` STFT frames with centred frames.
-        return (frames - 1) * HOP_LENGTH, stride_frames * HOP_LENGTH
+        Raises:
+            ValueError: a file that cannot be read, an array of the wrong rank or with NaN/Inf, a clip too short.
+        """
+        clips = []
+        for item in audio if isinstance(audio, (list, tuple)) else [audio]:
+            if isinstance(item, (str, os.PathLike)):
+                original, rate = load_audio(item)
+                was_1d = False
+            else:
+                rate = check_sampling_rate(sampling_rate)
+                array = item.detach().cpu().float().numpy() if isinstance(item, torch.Tensor) else item
+                was_1d = np.ndim(array) == 1
+                original = as_channels_first(array)
+            resampled = resample(original, rate, self.sampling_rate)
+            min_samples = math.ceil(MIN_SAMPLES_16K * self.sampling_rate / SAMPLE_RATE)
+            if resampled.shape[1] < min_samples:
+                raise ValueError(
+                    f"audio is {original.shape[1]} samples long ({1000 * original.shape[1] / rate:.1f} ms); "
+                    f"at least {1000 * MIN_SAMPLES_16K / SAMPLE_RATE:.0f} ms is needed."
+                )
+            clips.append(_Clip(audio=resampled, original=original, sampling_rate=rate, was_1d=was_1d))
+        return clips
 
     def prepare_latents(self, last_start, channels, generator, latents, device, dtype):
         """Initial noise as one field per clip over its whole latent time axis, so that overlapping windows
@@ -321,37 +421,40 @@ class FUSEPipeline(DiffusionPipeline):
             device=device, dtype=dtype
         )
 
-    def encode_condition(self, waveform: torch.Tensor, padding_mask: Optional[torch.Tensor]):
+    def encode_condition(self, waveform: torch.Tensor, padding_mask: torch.Tensor | None):
         """[`encode_condition`] with this pipeline's conditioner, in the UNet's dtype."""
-        features, mask = encode_condition(self.conditioner, waveform, padding_mask)
+        features, mask = encode_condition(self.conditioner, waveform, padding_mask, self.feature_extractor)
         return features.to(self.unet.dtype), mask
 
     def denoise(
-        self, noisy_latents, encoder_hidden_states, encoder_attention_mask, latents, timesteps, generator,
+        self, latents, noisy_latents, encoder_hidden_states, encoder_attention_mask, timesteps, generator,
         callback_on_step_end, callback_on_step_end_tensor_inputs, progress_bar,
-    ):
-        """The DDIM loop for one batch of windows; returns the clean-speech latents."""
-        do_cfg = self._guidance_scale not in (0.0, 1.0)
-        unconditional = torch.zeros_like(encoder_hidden_states)
+    ) -> torch.Tensor:
+        """The DDIM loop for one batch of windows: initial `latents` -> the clean-speech latents.
+
+        The UNet sees `cat([latents, noisy_latents])` and attends to `encoder_hidden_states` (BEATs tokens); with
+        classifier-free guidance the prediction is `uncond + guidance_scale * (cond - uncond)`, where `uncond`
+        has the tokens replaced by zeros (the conditioning dropout of training).
+        """
         if self._guidance_scale == 0.0:
             # The model was trained with conditioning dropout to zeros: this is "the same model without BEATs".
-            encoder_hidden_states, encoder_attention_mask = unconditional, None
+            encoder_hidden_states, encoder_attention_mask = torch.zeros_like(encoder_hidden_states), None
         for i, t in enumerate(timesteps):
             if self.interrupt:
                 break
             model_input = torch.cat([latents, noisy_latents], dim=1)
             model_input = self.scheduler.scale_model_input(model_input, t)
-            if do_cfg:
+            if self.do_classifier_free_guidance:
                 mask = None
                 if encoder_attention_mask is not None:
                     mask = torch.cat([torch.ones_like(encoder_attention_mask), encoder_attention_mask])
                 prediction = self.unet(
                     torch.cat([model_input] * 2), t,
-                    encoder_hidden_states=torch.cat([unconditional, encoder_hidden_states]),
+                    encoder_hidden_states=torch.cat([torch.zeros_like(encoder_hidden_states), encoder_hidden_states]),
                     encoder_attention_mask=mask,
                 ).sample
-                uncond, cond = prediction.float().chunk(2)
-                prediction = uncond + self._guidance_scale * (cond - uncond)
+                prediction_uncond, prediction_cond = prediction.float().chunk(2)
+                prediction = prediction_uncond + self._guidance_scale * (prediction_cond - prediction_uncond)
             else:
                 prediction = self.unet(
                     model_input, t, encoder_hidden_states=encoder_hidden_states,
@@ -361,33 +464,51 @@ class FUSEPipeline(DiffusionPipeline):
             latents = latents.to(noisy_latents.dtype)
 
             if callback_on_step_end is not None:
-                step_tensors = locals()  # not inside the comprehension: that has its own scope before 3.12
-                callback_kwargs = {k: step_tensors[k] for k in callback_on_step_end_tensor_inputs}
+                callback_kwargs = {}
+                for k in callback_on_step_end_tensor_inputs:
+                    callback_kwargs[k] = locals()[k]
                 callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
                 latents = callback_outputs.pop("latents", latents)
+                noisy_latents = callback_outputs.pop("noisy_latents", noisy_latents)
+                encoder_hidden_states = callback_outputs.pop("encoder_hidden_states", encoder_hidden_states)
             progress_bar.update()
         return latents
+
+    def spectrogram_to_waveform(self, spec: torch.Tensor, length: int, frames: int, compressed: torch.Tensor):
+        """Decoded spectrograms `(batch, channels, freq, padded_frames)` -> `(batch, length)` float32 waveforms on
+        the CPU, as numpy.
+
+        `frames` is the number of STFT frames before padding, `compressed` the noisy compressed spectrum (the
+        phase of the magnitude representation).
+        """
+        spec = spec.float()[..., :frames]
+        config = self.vae.config
+        waveform = to_waveform(
+            spec, length, config.representation, config.input_scale, compressed, **self.vae.spectral_settings
+        )
+        return waveform.cpu().numpy()
 
     # ------------------------------------------------------------------------------------------- call
 
     @torch.no_grad()
+    @replace_example_docstring(EXAMPLE_DOC_STRING)
     def __call__(
         self,
-        audio: Union[AudioInput, List[AudioInput]],
-        sampling_rate: Optional[int] = None,
+        audio: AudioInput | list[AudioInput],
+        sampling_rate: int | None = None,
         num_inference_steps: int = 6,
         guidance_scale: float = 1.0,
         noise_scale: float = DEFAULT_NOISE_SCALE,
-        attenuation_limit_db: Optional[float] = None,
-        generator: Optional[Union[torch.Generator, List[torch.Generator]]] = None,
-        latents: Optional[torch.Tensor] = None,
+        attenuation_limit_db: float | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
         batch_size: int = 8,
         output_type: str = "np",
         return_dict: bool = True,
-        callback_on_step_end: Optional[
-            Union[Callable[[int, int, Dict], Dict], PipelineCallback, MultiPipelineCallbacks]
-        ] = None,
-        callback_on_step_end_tensor_inputs: List[str] = ["latents"],
+        callback_on_step_end: (
+            Callable[[int, int, dict], dict] | PipelineCallback | MultiPipelineCallbacks | None
+        ) = None,
+        callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006 (diffusers' signature)
     ):
         r"""Enhances noisy speech.
 
@@ -413,40 +534,51 @@ class FUSEPipeline(DiffusionPipeline):
             latents (`torch.Tensor`, *optional*):
                 Initial noise for a single clip, `(channels, latent_channels, latent_freq, latent_frames)`
                 covering its whole length (see `prepare_latents`), of unit variance: it is scaled by `noise_scale`.
-            batch_size (`int`, defaults to 8): windows per forward pass.
-            output_type (`str`, defaults to `"np"`): `"np"` or `"pt"`.
+            batch_size (`int`, defaults to 8): windows per UNet forward pass.
+            output_type (`str`, defaults to `"np"`): `"np"` (numpy arrays) or `"pt"` (torch tensors).
             return_dict (`bool`, defaults to `True`): return a [`FUSEPipelineOutput`] rather than a tuple.
             callback_on_step_end (`Callable`, `PipelineCallback` or `MultiPipelineCallbacks`, *optional*):
                 Called after each denoising step of each batch of windows as
-                `callback_on_step_end(self, step, timestep, callback_kwargs)`; may return replaced tensors.
-            callback_on_step_end_tensor_inputs (`List[str]`): tensors passed in `callback_kwargs`.
+                `callback_on_step_end(self, step, timestep, callback_kwargs)`; the tensors it returns (any of
+                `callback_on_step_end_tensor_inputs`) replace the pipeline's own for the next steps.
+            callback_on_step_end_tensor_inputs (`list[str]`): tensors passed in `callback_kwargs`, among
+                `"latents"` (the batch's current latents), `"noisy_latents"` (the VAE latents of the noisy windows)
+                and `"encoder_hidden_states"` (their BEATs tokens).
 
         Examples:
 
         Returns:
-            [`FUSEPipelineOutput`] or `tuple(audios, sampling_rate)`: the enhanced audio, with the shape, sample rate
-            and type (numpy or torch) of each input.
+            [`FUSEPipelineOutput`] or `tuple(audios, sampling_rate)`: the enhanced audio, with the shape and sample
+            rate of each input.
         """
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
 
-        # 1. Check inputs and load every clip at 16 kHz
-        clips = self.check_inputs(
+        # 1. Check inputs. Raise a ValueError naming the first bad one
+        self.check_inputs(
             audio, sampling_rate, num_inference_steps, guidance_scale, noise_scale, attenuation_limit_db,
-            batch_size, output_type, callback_on_step_end_tensor_inputs,
+            generator, latents, batch_size, output_type, callback_on_step_end_tensor_inputs,
         )
-        if isinstance(generator, list) and len(generator) != len(clips):
-            raise ValueError(f"got {len(generator)} generators for {len(clips)} clips: pass one per clip.")
-        if latents is not None and len(clips) != 1:
-            raise ValueError("latents can only be given for a single clip.")
         self._guidance_scale = float(guidance_scale)
         self._interrupt = False
+
+        # 2. Define call parameters
         device = self._execution_device
         dtype = self.unet.dtype
+        autocast = self._autocast(torch.device(device))
 
-        # 2. Cut every channel of every clip into overlapping windows and draw the initial noise
+        # 3. Load every clip as (channels, samples) at the model's rate
+        clips = self.prepare_audio(audio, sampling_rate)
+
+        # 4. Prepare timesteps
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        self._num_timesteps = len(timesteps)
+        step_generator = generator[0] if isinstance(generator, list) else generator
+
+        # 5. Cut every channel of every clip into overlapping windows and draw each clip's initial noise field
         window, stride = self._window_geometry()
-        jobs, noise, outputs = [], [], []
+        windows, noise, outputs = [], [], []
         for index, clip in enumerate(clips):
             starts = window_starts(clip.audio.shape[1], window, stride, align=self._latent_hop)
             clip_generator = generator[index] if isinstance(generator, list) else generator
@@ -455,58 +587,48 @@ class FUSEPipeline(DiffusionPipeline):
             outputs.append(np.zeros((clip.audio.shape[0], starts[-1] + window), np.float32))
             fades = overlaps(starts, window)
             for channel in range(clip.audio.shape[0]):
-                jobs += [(index, channel, start, fade) for start, fade in zip(starts, fades)]
+                windows += [(index, channel, start, fade) for start, fade in zip(starts, fades)]
 
-        # 3. Timesteps
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
-        self._num_timesteps = len(timesteps)
-        step_generator = generator[0] if isinstance(generator, list) else generator
-        autocast = self._autocast(torch.device(device))
+        # 6. Denoising loop, one batch of windows at a time
+        with self.progress_bar(total=len(timesteps) * math.ceil(len(windows) / batch_size)) as progress_bar:
+            for first in range(0, len(windows), batch_size):
+                batch = windows[first : first + batch_size]
 
-        with self.progress_bar(total=len(timesteps) * math.ceil(len(jobs) / batch_size)) as progress_bar:
-            for first in range(0, len(jobs), batch_size):
-                batch = jobs[first : first + batch_size]
-
-                # 4. Encode the noisy windows: spectrogram -> VAE latent, waveform -> BEATs tokens
+                # 6.1 Encode the noisy windows: spectrogram -> VAE latent, waveform -> BEATs tokens
                 waveform = self._gather_windows(clips, batch, window).to(device)
-                # The VAE runs one window at a time: at full spectrogram resolution a batch costs ~50 MB a window
-                # and saves no time on a CPU; only the UNet is batched.
                 with autocast:
                     noisy_latents, compressed, frames = encode_spectral_latents(
-                        self.vae, waveform, self.frame_multiple, vae_batch_size=1
+                        self.vae, waveform, self.frame_multiple
                     )
                 noisy_latents = noisy_latents.to(dtype)
-                hidden, attention_mask = self.encode_condition(waveform, None)
+                encoder_hidden_states, encoder_attention_mask = self.encode_condition(waveform, None)
 
-                # 5. Denoise, starting from each window's slice of its clip's noise field
-                init = torch.stack([
-                    noise[i][ch, :, :, start // self._latent_hop : start // self._latent_hop + noisy_latents.shape[-1]]
-                    for i, ch, start, _ in batch
-                ])
+                # 6.2 Denoise, starting from each window's slice of its clip's noise field
+                offsets = [(i, c, start // self._latent_hop) for i, c, start, _ in batch]
+                width = noisy_latents.shape[-1]
+                initial = torch.stack([noise[i][c, :, :, offset : offset + width] for i, c, offset in offsets])
                 with autocast:
                     clean_latents = self.denoise(
-                        noisy_latents, hidden, attention_mask, init, timesteps, step_generator,
-                        callback_on_step_end, callback_on_step_end_tensor_inputs, progress_bar,
+                        initial, noisy_latents, encoder_hidden_states, encoder_attention_mask, timesteps,
+                        step_generator, callback_on_step_end, callback_on_step_end_tensor_inputs, progress_bar,
                     )
 
-                # 6. Decode to waveforms and cross-fade them into place
+                # 6.3 Decode to waveforms and cross-fade them into place
                 with autocast:
-                    decoded = torch.cat([self.vae.decode_latents(z) for z in clean_latents.split(1)])
-                decoded = decoded.float()[..., :frames]
-                enhanced = to_waveform(
-                    decoded, window, self.vae.config.representation, self.vae.config.input_scale, compressed
-                ).cpu().numpy()
+                    spec = self.vae.decode_latents(clean_latents)
+                enhanced = self.spectrogram_to_waveform(spec, window, frames, compressed)
                 for (i, ch, start, (fade_in, fade_out)), piece in zip(batch, enhanced):
                     outputs[i][ch, start : start + window] += crossfade_weights(window, fade_in, fade_out) * piece
                 if self.interrupt:
                     break
 
-        # 7. Back to each input's rate, length and layout
+        # 7. Post-process: back to each input's rate, length and layout
         results = [
-            self._postprocess(clip, out[:, : clip.audio.shape[1]], attenuation_limit_db, output_type)
+            self.postprocess_audio(clip, out[:, : clip.audio.shape[1]], attenuation_limit_db, output_type)
             for clip, out in zip(clips, outputs)
         ]
+
+        # 8. Offload all models
         self.maybe_free_model_hooks()
 
         single = not isinstance(audio, (list, tuple))
@@ -517,16 +639,17 @@ class FUSEPipeline(DiffusionPipeline):
         return FUSEPipelineOutput(audios=audios, sampling_rate=rates)
 
     @staticmethod
-    def _gather_windows(clips: List[_Clip], batch, window: int) -> torch.Tensor:
+    def _gather_windows(clips: list[_Clip], batch, window: int) -> torch.Tensor:
         """Stacks the batch's windows `(batch, window)`. Only clips shorter than a window (or the last few
         milliseconds of a clip) run short; they are extended by mirroring, never by silence."""
         return torch.from_numpy(
             np.stack([pad_reflect(clips[i].audio[ch, start : start + window], window) for i, ch, start, _ in batch])
         )
 
-    @staticmethod
-    def _postprocess(clip: _Clip, enhanced: np.ndarray, attenuation_limit_db, output_type):
-        enhanced = resample(enhanced, SAMPLE_RATE, clip.sampling_rate)
+    def postprocess_audio(self, clip: _Clip, enhanced: np.ndarray, attenuation_limit_db, output_type):
+        """`(channels, samples)` at the model's rate -> the clip's rate, length and layout; mixes the input back
+        for `attenuation_limit_db` and scales the result down if it would clip."""
+        enhanced = resample(enhanced, self.sampling_rate, clip.sampling_rate)
         length = clip.original.shape[1]
         if enhanced.shape[1] < length:
             enhanced = np.pad(enhanced, ((0, 0), (0, length - enhanced.shape[1])))
@@ -534,9 +657,11 @@ class FUSEPipeline(DiffusionPipeline):
         if attenuation_limit_db is not None:
             floor = 10.0 ** (-abs(float(attenuation_limit_db)) / 20.0)
             enhanced = floor * clip.original + (1.0 - floor) * enhanced
-        enhanced, gain = prevent_clipping(enhanced)
-        if gain < 1.0:
+        (limited,) = avoid_clipping(enhanced)
+        if limited is not enhanced:
+            gain = float(np.max(np.abs(limited)) / np.max(np.abs(enhanced)))
             logger.warning(f"The enhanced audio peaked above 0 dBFS; scaled it by {20 * np.log10(gain):.1f} dB.")
+        enhanced = limited
         if clip.was_1d:
             enhanced = enhanced[0]
         if output_type == "pt":

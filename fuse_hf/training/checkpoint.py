@@ -11,7 +11,7 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any
 
 CHECKPOINT_DIR = "checkpoints"
 _PATTERN = re.compile(r"^checkpoint-(\d+)$")
@@ -27,7 +27,7 @@ def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def resolve_checkpoint(output_dir: str | os.PathLike, which: Optional[str]) -> Optional[Path]:
+def resolve_checkpoint(output_dir: str | os.PathLike, which: str | None) -> Path | None:
     """`latest` -> the newest complete checkpoint (None if there is none yet); a path -> that checkpoint."""
     if not which:
         return None
@@ -40,8 +40,9 @@ def resolve_checkpoint(output_dir: str | os.PathLike, which: Optional[str]) -> O
     return path
 
 
-def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, state: Dict[str, Any],
-                    total_limit: Optional[int] = None) -> Path:
+def save_checkpoint(
+    accelerator, output_dir: str | os.PathLike, step: int, state: dict[str, Any], total_limit: int | None = None
+) -> Path:
     """Saves the accelerator state plus `state` (JSON) as `checkpoint-<step>`, atomically; keeps the last
     `total_limit` checkpoints. Must be called on every process."""
     folder = Path(output_dir) / CHECKPOINT_DIR
@@ -67,7 +68,7 @@ def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, state
     return final
 
 
-def load_trainer_state(checkpoint: Path) -> Dict[str, Any]:
+def load_trainer_state(checkpoint: Path) -> dict[str, Any]:
     return json.loads((Path(checkpoint) / STATE_FILE).read_text())
 
 

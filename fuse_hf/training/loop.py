@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,8 +34,16 @@ class StepBatchSampler(torch.utils.data.Sampler):
     the epoch itself.
     """
 
-    def __init__(self, dataset_length: int, batch_size: int, seed: int, start: int = 0, rank: int = 0,
-                 world_size: int = 1, shuffle: bool = True):
+    def __init__(
+        self,
+        dataset_length: int,
+        batch_size: int,
+        seed: int,
+        start: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle: bool = True,
+    ):
         self.length, self.batch_size, self.seed = dataset_length, batch_size, seed
         self.start, self.rank, self.world_size, self.shuffle = start, rank, world_size, shuffle
         self._perm_epoch, self._perm = None, None
@@ -47,7 +55,7 @@ class StepBatchSampler(torch.utils.data.Sampler):
             self._perm_epoch = epoch
         return self._perm
 
-    def __iter__(self) -> Iterator[List[int]]:
+    def __iter__(self) -> Iterator[list[int]]:
         micro = self.start
         while True:
             first = (micro * self.world_size + self.rank) * self.batch_size
@@ -87,13 +95,21 @@ def make_train_loader(dataset, args, accelerator, start_micro_step: int):
             dataset, batch_size=args.train_batch_size, num_workers=args.dataloader_num_workers, collate_fn=collate
         )
     sampler = StepBatchSampler(
-        len(dataset), args.train_batch_size, args.seed, start=start_micro_step,
-        rank=accelerator.process_index, world_size=accelerator.num_processes,
+        len(dataset),
+        args.train_batch_size,
+        args.seed,
+        start=start_micro_step,
+        rank=accelerator.process_index,
+        world_size=accelerator.num_processes,
     )
     return torch.utils.data.DataLoader(
-        EpochIndexedDataset(dataset), batch_sampler=sampler, num_workers=args.dataloader_num_workers,
-        collate_fn=collate, generator=torch.Generator().manual_seed(args.seed),
-        persistent_workers=False, pin_memory=torch.cuda.is_available(),
+        EpochIndexedDataset(dataset),
+        batch_sampler=sampler,
+        num_workers=args.dataloader_num_workers,
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(args.seed),
+        persistent_workers=False,
+        pin_memory=torch.cuda.is_available(),
     )
 
 
@@ -110,10 +126,10 @@ class TrainingResult:
     """What `train` returns: the last validation record, the step reached, and the trained (unwrapped) model
     with its raw, non-EMA weights."""
 
-    record: Dict[str, Any]
+    record: dict[str, Any]
     global_step: int
     model: torch.nn.Module
-    final_dir: Optional[Path] = None
+    final_dir: Path | None = None
 
 
 def train(args, stage) -> TrainingResult:
@@ -130,7 +146,9 @@ def train(args, stage) -> TrainingResult:
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=report_to,
-        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)),
+        project_config=ProjectConfiguration(
+            project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)
+        ),
     )
     if args.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -155,7 +173,8 @@ def train(args, stage) -> TrainingResult:
         params, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), weight_decay=args.adam_weight_decay
     )
     lr_scheduler = get_scheduler(
-        args.lr_scheduler, optimizer=optimizer,
+        args.lr_scheduler,
+        optimizer=optimizer,
         num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
         num_training_steps=args.max_train_steps * accelerator.num_processes,
     )
@@ -182,21 +201,32 @@ def train(args, stage) -> TrainingResult:
     loader = make_train_loader(dataset, args, accelerator, global_step * args.gradient_accumulation_steps)
     _init_trackers(accelerator, args, stage.name)
     history_file = output_dir / "validation_history.jsonl"
-    progress = tqdm(total=args.max_train_steps, initial=global_step, desc=f"train {stage.name}",
-                    disable=not accelerator.is_local_main_process)
+    progress = tqdm(
+        total=args.max_train_steps,
+        initial=global_step,
+        desc=f"train {stage.name}",
+        disable=not accelerator.is_local_main_process,
+    )
     started = time.monotonic()
-    last_record: Dict[str, Any] = {}
+    last_record: dict[str, Any] = {}
     state_for_checkpoint = lambda: {"stage": stage.name, **stage.state()}  # noqa: E731
+    validates = stage.validates(args)
+    if not validates:
+        accelerator.print("No validation data (--valid_data_dir, --valid_speech_dir or --speech_dir): not validating.")
 
     # 3. Train
     model.train()
     data = iter(loader)
+    train_loss = 0.0  # of the current optimizer step: averaged over processes and micro-batches
     while global_step < args.max_train_steps:
         batch = next(data)
         with accelerator.accumulate(model):
             loss, logs = stage.loss(model, batch, accelerator)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss.item()} at step {global_step}; lower --learning_rate.")
+            # As diffusers' train_text_to_image: every process's loss, weighted by its batch size.
+            avg_loss = accelerator.gather(loss.detach().repeat(args.train_batch_size)).mean()
+            train_loss += avg_loss.item() / args.gradient_accumulation_steps
             accelerator.backward(loss)
             if accelerator.sync_gradients and args.max_grad_norm:
                 accelerator.clip_grad_norm_(params, args.max_grad_norm)
@@ -208,7 +238,8 @@ def train(args, stage) -> TrainingResult:
         global_step += 1
         if ema is not None:
             ema.step(params)
-        logs = {"loss": loss.detach().item(), "lr": lr_scheduler.get_last_lr()[0], **logs}
+        logs = {"loss": train_loss, "lr": lr_scheduler.get_last_lr()[0], **logs}
+        train_loss = 0.0
         progress.update(1)
         progress.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k in ("loss", "lr", "accuracy")})
         accelerator.log({f"train/{k}": v for k, v in logs.items()}, step=global_step)
@@ -217,7 +248,7 @@ def train(args, stage) -> TrainingResult:
         done = global_step >= args.max_train_steps or out_of_time
         if global_step % args.checkpointing_steps == 0 or done:
             save_checkpoint(accelerator, output_dir, global_step, state_for_checkpoint(), args.checkpoints_total_limit)
-        if global_step % args.validation_steps == 0 or done:
+        if validates and (global_step % args.validation_steps == 0 or done):
             last_record = _validate(accelerator, stage, model, ema, params, global_step, history_file)
         if out_of_time:
             accelerator.print(f"--max_train_minutes {args.max_train_minutes} reached at step {global_step}.")
@@ -256,8 +287,8 @@ class _ema_weights:
             self.ema.restore(self.params)
 
 
-def _validate(accelerator, stage, model, ema, params, step: int, history_file: Path) -> Dict[str, Any]:
-    record: Dict[str, Any] = {}
+def _validate(accelerator, stage, model, ema, params, step: int, history_file: Path) -> dict[str, Any]:
+    record: dict[str, Any] = {}
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
         unwrapped.eval()
@@ -302,7 +333,7 @@ def _log_figure(accelerator, path, step: int) -> None:
             logger.warning(f"could not log {path} to {tracker.name}: {err}")
 
 
-def read_history(output_dir) -> List[Dict[str, Any]]:
+def read_history(output_dir) -> list[dict[str, Any]]:
     """The validation records of a run (one per validation, in order; a resumed run may repeat a step)."""
     path = Path(output_dir) / "validation_history.jsonl"
     if not path.is_file():

@@ -11,55 +11,92 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..audio import SAMPLE_RATE, HOP_LENGTH, pad_frames, to_spectrogram, to_waveform
-
+from ..spectral import HOP_LENGTH, SAMPLE_RATE, pad_frames, spectral_settings, to_spectrogram, to_waveform
 
 # --------------------------------------------------------------------------------------------- shared
 
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
-def segment_samples_for(args, frame_multiple: int = 32) -> int:
-    """Crop length in samples whose centred STFT has a multiple of `frame_multiple` frames (no padding)."""
-    frames = int(round(args.segment_seconds * SAMPLE_RATE / HOP_LENGTH)) + 1
+
+def segment_samples_for(
+    args, frame_multiple: int = 32, sampling_rate: int = SAMPLE_RATE, hop_length: int = HOP_LENGTH
+) -> int:
+    """Crop length in samples, about `--segment_seconds`, whose centred STFT (hop `hop_length` at `sampling_rate`)
+    has a multiple of `frame_multiple` frames (no padding)."""
+    frames = int(round(args.segment_seconds * sampling_rate / hop_length)) + 1
     frames = max(frame_multiple, int(round(frames / frame_multiple)) * frame_multiple)
-    return (frames - 1) * HOP_LENGTH
+    return (frames - 1) * hop_length
 
 
-def validation_pairs(args, segment_samples: int) -> List[Dict[str, Any]]:
-    """The fixed validation set: paired folders, or speech + noise mixed with a fixed seed."""
-    from ..data import PairedFolderDataset, list_audio_files, make_validation_pairs
+def has_validation_data(args) -> bool:
+    """Whether a run validates: with paired folders (`--valid_data_dir`), validation speech (`--valid_speech_dir`)
+    or, with a warning, mixtures of the training speech (`--speech_dir`). The same answer on every process."""
+    return bool(args.valid_data_dir or args.valid_speech_dir or args.speech_dir)
+
+
+def validation_pairs(args, segment_samples: int, sampling_rate: int = SAMPLE_RATE) -> list[dict[str, Any]]:
+    """The fixed validation set: paired folders, or speech + noise mixed with a fixed seed; empty without
+    validation data (see `has_validation_data`)."""
+    from ..audio import list_audio_files
+    from ..data import PairedFolderDataset, make_validation_pairs
 
     n = args.num_validation_pairs
+    if not has_validation_data(args):
+        return []
     if args.valid_data_dir:
-        dataset = PairedFolderDataset(args.valid_data_dir, segment_samples, seed=args.seed + 1)
-        return [{**{k: v.numpy() for k, v in dataset[i].items()}, "name": f"valid{i:03d}"} for i in range(min(n, len(dataset)))]
+        dataset = PairedFolderDataset(
+            args.valid_data_dir, segment_samples, sample_rate=sampling_rate, seed=args.seed + 1
+        )
+        return [
+            {**{k: v.numpy() for k, v in dataset[i].items()}, "name": f"valid{i:03d}"}
+            for i in range(min(n, len(dataset)))
+        ]
     speech_dir = args.valid_speech_dir or args.speech_dir
     noise_dir = args.valid_noise_dir or (args.noise_dir if args.valid_speech_dir is None else None)
-    if speech_dir is None:
-        raise ValueError("validation needs --valid_data_dir or --valid_speech_dir (and --valid_noise_dir).")
     if args.valid_speech_dir is None:
-        warnings.warn("No --valid_speech_dir/--valid_data_dir: validating on mixtures of the TRAINING speech.")
+        warnings.warn(
+            "No --valid_speech_dir/--valid_data_dir: validating on mixtures of the TRAINING speech.", stacklevel=2
+        )
     speech = list_audio_files(speech_dir)
     noise = list_audio_files(noise_dir) if noise_dir else []
-    return make_validation_pairs(speech, noise, n, segment_samples, seed=args.seed + 1)
+    return make_validation_pairs(speech, noise, n, segment_samples, seed=args.seed + 1, sample_rate=sampling_rate)
 
 
-def _metric_names(args) -> Tuple[str, ...]:
+def _metric_names(args) -> tuple[str, ...]:
     return tuple(m.strip() for m in args.validation_metrics.split(",") if m.strip())
 
 
-def mean_metrics(rows: List[Dict[str, float]], prefix: str = "") -> Dict[str, float]:
+def mean_metrics(rows: list[dict[str, float]], prefix: str = "") -> dict[str, float]:
+    """Per-key mean of the finite values of metric rows (nan where a key has none), keys prefixed."""
+    from ..metrics import nanmean
+
     keys = sorted({k for r in rows for k in r})
-    return {prefix + k: float(np.nanmean([r.get(k, np.nan) for r in rows])) for k in keys}
+    return {prefix + k: nanmean(r.get(k) for r in rows) for k in keys}
 
 
-def multi_resolution_stft_loss(estimate: torch.Tensor, target: torch.Tensor,
-                               resolutions=((256, 64), (512, 128), (1024, 256))) -> torch.Tensor:
+def diffusion_target(scheduler, clean: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """What the UNet learns to predict for a noisy latent `scheduler.add_noise(clean, noise, timesteps)`, following
+    `scheduler.config.prediction_type`: the noise (``"epsilon"``), the velocity ``sqrt(a) * noise - sqrt(1 - a) *
+    clean`` (``"v_prediction"``) or the clean latent itself (``"sample"``). Same shape as `clean`."""
+    prediction_type = scheduler.config.prediction_type
+    if prediction_type == "epsilon":
+        return noise
+    if prediction_type == "v_prediction":
+        return scheduler.get_velocity(clean, noise, timesteps)
+    if prediction_type == "sample":
+        return clean
+    raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}.")
+
+
+def multi_resolution_stft_loss(
+    estimate: torch.Tensor, target: torch.Tensor, resolutions=((256, 64), (512, 128), (1024, 256))
+) -> torch.Tensor:
     """Spectral convergence + log-magnitude L1 over several STFT sizes, on `(batch, samples)` waveforms."""
     total = estimate.new_zeros(())
     for n_fft, hop in resolutions:
@@ -76,12 +113,29 @@ class Stage:
     """A training stage; `build` sets `self.dataset` (the training data) and returns the model to train."""
 
     name = "stage"
+    DEFAULT_LOSS: dict[str, float] = {}  # the weights a config's `loss:` section may set
 
     def train_dataset(self, args):
         return self.dataset
 
-    def state(self) -> Dict[str, Any]:
+    def state(self) -> dict[str, Any]:
         return {}
+
+    def validates(self, args) -> bool:
+        """Whether the loop calls `validate` (only with validation data: `has_validation_data`)."""
+        return has_validation_data(args)
+
+    def loss_weights(self, args) -> dict[str, float]:
+        """The stage's default loss weights updated by the config's `loss:` section.
+
+        Raises:
+            ValueError: a key the stage does not know (a typo must not train with the default weight).
+        """
+        unknown = sorted(set(args.loss) - set(self.DEFAULT_LOSS))
+        if unknown:
+            allowed = ", ".join(self.DEFAULT_LOSS) or "none (this stage has no loss weights)"
+            raise ValueError(f"loss: unknown key(s) {unknown} for the {self.name} stage; allowed: {allowed}.")
+        return {**self.DEFAULT_LOSS, **args.loss}
 
     def push_to_hub(self, final_dir: Path, args) -> None:
         from ..hub import push_folder_to_hub, push_pipeline_folder
@@ -110,13 +164,17 @@ class VAEStage(Stage):
         from ..models.autoencoder_spectral import SpectralAutoencoderKL
 
         self.args, self.device = args, accelerator.device
-        self.segment = segment_samples_for(args, frame_multiple=4)
-        args.segment_samples = self.segment
-        self.dataset = build_train_dataset(args)
-        self.loss_weights = {**self.DEFAULT_LOSS, **args.loss}
+        self.weights = self.loss_weights(args)
         config = dict(args.vae)
         if args.representation:
             config["representation"] = args.representation
+        # The front end (rate, STFT, compression) is the pre-trained VAE's, or the `vae:` section's over the defaults.
+        front_end = SpectralAutoencoderKL.load_config(args.pretrained_model) if args.pretrained_model else config
+        self.sampling_rate = int(front_end.get("sampling_rate", SAMPLE_RATE))
+        self.spectral = spectral_settings(front_end)
+        self.segment = segment_samples_for(args, 4, self.sampling_rate, self.spectral["hop_length"])
+        args.segment_samples, args.sample_rate = self.segment, self.sampling_rate
+        self.dataset = build_train_dataset(args)
         self.representation = config.get("representation", "complex")
         if args.pretrained_model:
             model = SpectralAutoencoderKL.from_pretrained(args.pretrained_model)
@@ -129,7 +187,7 @@ class VAEStage(Stage):
             config.pop("input_scale", None)
             model = SpectralAutoencoderKL(**config, input_scale=self.input_scale)
         accelerator.print(f"VAE: {self.representation} spectrograms, input_scale {self.input_scale:.4f}")
-        self.pairs = validation_pairs(args, self.segment) if accelerator.is_main_process else []
+        self.pairs = validation_pairs(args, self.segment, self.sampling_rate) if accelerator.is_main_process else []
         return VAETrainingModule(model)
 
     def measure_input_scale(self, items: int = 64) -> float:
@@ -138,7 +196,7 @@ class VAEStage(Stage):
         for i in range(min(items, len(self.dataset))):
             item = self.dataset[i]
             wave = torch.stack([item["clean"], item["noisy"]])
-            spec, _ = to_spectrogram(wave, self.representation, 1.0)
+            spec, _ = to_spectrogram(wave, self.representation, 1.0, **self.spectral)
             squares += float(spec.double().pow(2).sum())
             count += spec.numel()
         return float(np.sqrt(squares / max(count, 1)))
@@ -147,10 +205,10 @@ class VAEStage(Stage):
         return {"input_scale": self.input_scale, "representation": self.representation}
 
     def loss(self, model, batch, accelerator):
-        w = self.loss_weights
+        w = self.weights
         wave = torch.cat([batch["clean"], batch["noisy"]]).to(accelerator.device)
         with torch.no_grad():
-            spec, compressed = to_spectrogram(wave, self.representation, self.input_scale)
+            spec, compressed = to_spectrogram(wave, self.representation, self.input_scale, **self.spectral)
         rec, posterior = model(spec)
         rec = rec.float()
         logs = {}
@@ -167,7 +225,9 @@ class VAEStage(Stage):
             logs["kl"] = kl.item()
             total = total + w["kl"] * kl
         if w["mrstft"]:
-            estimate = to_waveform(rec, wave.shape[-1], self.representation, self.input_scale, compressed)
+            estimate = to_waveform(
+                rec, wave.shape[-1], self.representation, self.input_scale, compressed, **self.spectral
+            )
             mrstft = multi_resolution_stft_loss(estimate, wave)
             logs["mrstft"] = mrstft.item()
             total = total + w["mrstft"] * mrstft
@@ -178,11 +238,12 @@ class VAEStage(Stage):
         """Encode (posterior mean), decode and synthesise one clip, as the pipeline does (magnitude: input phase)."""
         model = getattr(model, "vae", model)
         x = torch.from_numpy(np.asarray(wave, np.float32))[None].to(self.device)
-        spec, compressed = to_spectrogram(x, self.representation, self.input_scale)
+        spec, compressed = to_spectrogram(x, self.representation, self.input_scale, **self.spectral)
         frames = spec.shape[-1]
         latents = model.encode(pad_frames(spec, model.downsample_factor)).latent_dist.mode()
         rec = model.decode(latents).sample[..., :frames]
-        return to_waveform(rec, x.shape[-1], self.representation, self.input_scale, compressed)[0].cpu().numpy()
+        waveform = to_waveform(rec, x.shape[-1], self.representation, self.input_scale, compressed, **self.spectral)
+        return waveform[0].cpu().numpy()
 
     def validate(self, model, step, accelerator):
         from ..metrics import compute_metrics
@@ -192,12 +253,20 @@ class VAEStage(Stage):
         for k, pair in enumerate(self.pairs):
             clean_rt = self.round_trip(model, pair["clean"])
             noisy_rt = self.round_trip(model, pair["noisy"])
-            clean_rows.append(compute_metrics(pair["clean"], clean_rt, SAMPLE_RATE, _metric_names(self.args)))
-            noisy_rows.append(compute_metrics(pair["noisy"], noisy_rt, SAMPLE_RATE, ("si_sdr",)))
+            rate = self.sampling_rate
+            clean_rows.append(compute_metrics(pair["clean"], clean_rt, rate, _metric_names(self.args)))
+            noisy_rows.append(compute_metrics(pair["noisy"], noisy_rt, rate, ("si_sdr",)))
             if k == 0:
+                signals = {
+                    "clean": pair["clean"],
+                    "VAE round trip": clean_rt,
+                    "noisy": pair["noisy"],
+                    "noisy round trip": noisy_rt,
+                }
                 figure = plot_spectrograms(
-                    {"clean": pair["clean"], "VAE round trip": clean_rt, "noisy": pair["noisy"], "noisy round trip": noisy_rt},
-                    SAMPLE_RATE, Path(self.args.output_dir) / "figures" / f"vae_step{step:07d}.png",
+                    signals,
+                    rate,
+                    Path(self.args.output_dir) / "figures" / f"vae_step{step:07d}.png",
                     title=f"VAE ({self.representation}) at step {step}",
                 )
         return {**mean_metrics(clean_rows), **mean_metrics(noisy_rows, prefix="noisy_"), "figure": figure}
@@ -212,9 +281,14 @@ class VAEStage(Stage):
         target = Path(args.output_dir) / "vae"
         model.save_pretrained(target)
         history = read_history(args.output_dir)
-        (target.parent / "vae_validation.json").write_text(json.dumps(history, indent=2))
-        plot_curves(history, ["pesq", "estoi", "si_sdr", "noisy_si_sdr"], Path(args.output_dir) / "vae_curves.png",
-                    title=f"VAE ({self.representation}) round trip of clean validation speech")
+        if history:
+            (target.parent / "vae_validation.json").write_text(json.dumps(history, indent=2))
+            plot_curves(
+                history,
+                ["pesq", "estoi", "si_sdr", "noisy_si_sdr"],
+                Path(args.output_dir) / "vae_curves.png",
+                title=f"VAE ({self.representation}) round trip of clean validation speech",
+            )
         return target
 
     @torch.no_grad()
@@ -225,7 +299,7 @@ class VAEStage(Stage):
         for i in range(min(items, len(self.dataset))):
             item = self.dataset[i]
             wave = torch.stack([item["clean"], item["noisy"]]).to(self.device)
-            spec, _ = to_spectrogram(wave, self.representation, self.input_scale)
+            spec, _ = to_spectrogram(wave, self.representation, self.input_scale, **self.spectral)
             latents.append(model.encode(pad_frames(spec, model.downsample_factor)).latent_dist.mode().float().cpu())
         return float(1.0 / torch.cat(latents).std())
 
@@ -253,29 +327,42 @@ def _log_magnitude(spec: torch.Tensor) -> torch.Tensor:
 
 
 class DiffusionStage(Stage):
-    """The UNet learns v-prediction on the clean latent given the noisy latent and BEATs tokens; the tokens are
+    """The UNet learns to denoise the clean latent given the noisy latent and BEATs tokens, predicting what the
+    scheduler's `prediction_type` says (v-prediction for FUSE, `--prediction_type` to change it); the tokens are
     replaced by zeros with probability `--conditioning_dropout`, so the same model runs without them."""
 
     name = "diffusion"
 
     def build(self, args, accelerator, resumed_state):
+        from diffusers import UNet2DConditionModel
+
         from ..data import build_train_dataset
         from ..factory import make_scheduler, make_unet
         from ..models.autoencoder_spectral import SpectralAutoencoderKL
         from ..models.beats import BEATsModel
-        from diffusers import UNet2DConditionModel
 
         if not args.vae_path or not args.conditioner_path:
             raise ValueError("the diffusion stage needs --vae_path (a trained VAE) and --conditioner_path (a BEATs).")
+        self.loss_weights(args)  # none: only rejects a `loss:` section
         self.args, self.device = args, accelerator.device
-        self.vae = SpectralAutoencoderKL.from_pretrained(args.vae_path).to(self.device).eval().requires_grad_(False)
-        self.conditioner = BEATsModel.from_pretrained(args.conditioner_path).to(self.device).eval().requires_grad_(False)
-        unet_levels = len(args.unet.get("block_out_channels", (1, 1, 1, 1)))
-        self.segment = segment_samples_for(args, frame_multiple=self.vae.downsample_factor * 2 ** (unet_levels - 1))
-        args.segment_samples = self.segment
-        self.dataset = build_train_dataset(args)
         self.scheduler = make_scheduler()
-        frames = self.segment // HOP_LENGTH + 1
+        if args.prediction_type is not None:
+            if args.prediction_type == "epsilon" and self.scheduler.config.rescale_betas_zero_snr:
+                raise ValueError(
+                    "--prediction_type epsilon is undefined at the zero terminal SNR FUSE samples from; "
+                    "use v_prediction or sample."
+                )
+            self.scheduler.register_to_config(prediction_type=args.prediction_type)
+        self.vae = SpectralAutoencoderKL.from_pretrained(args.vae_path).to(self.device).eval().requires_grad_(False)
+        conditioner = BEATsModel.from_pretrained(args.conditioner_path)
+        self.conditioner = conditioner.to(self.device).eval().requires_grad_(False)
+        self.sampling_rate, hop_length = int(self.vae.config.sampling_rate), int(self.vae.config.hop_length)
+        unet_levels = len(args.unet.get("block_out_channels", (1, 1, 1, 1)))
+        frame_multiple = self.vae.downsample_factor * 2 ** (unet_levels - 1)
+        self.segment = segment_samples_for(args, frame_multiple, self.sampling_rate, hop_length)
+        args.segment_samples, args.sample_rate = self.segment, self.sampling_rate
+        self.dataset = build_train_dataset(args)
+        frames = self.segment // hop_length + 1
         if args.pretrained_model:
             unet = UNet2DConditionModel.from_pretrained(Path(args.pretrained_model) / "unet")
         else:
@@ -286,7 +373,7 @@ class DiffusionStage(Stage):
                 latent_freq=self.vae.config.sample_size // self.vae.downsample_factor,
                 **args.unet,
             )
-        self.pairs = validation_pairs(args, self.segment * 2) if accelerator.is_main_process else []
+        self.pairs = validation_pairs(args, self.segment * 2, self.sampling_rate) if accelerator.is_main_process else []
         return unet
 
     @torch.no_grad()
@@ -294,6 +381,8 @@ class DiffusionStage(Stage):
         """Frozen encoders: `(clean latents, noisy latents, BEATs tokens)` for waveforms `(batch, samples)`."""
         from ..pipelines.pipeline_fuse import encode_condition, encode_spectral_latents
 
+        # The whole batch in one pass: the validation pipeline switches this shared VAE to slicing (window by window).
+        self.vae.disable_slicing()
         with accelerator.autocast():
             both, _, _ = encode_spectral_latents(self.vae, torch.cat([clean, noisy]))
             tokens, _ = encode_condition(self.conditioner, noisy)
@@ -309,16 +398,25 @@ class DiffusionStage(Stage):
         noise = torch.randn_like(z_clean)
         timesteps = torch.randint(0, self.scheduler.config.num_train_timesteps, (batch_size,), device=self.device)
         noisy_latents = self.scheduler.add_noise(z_clean, noise, timesteps)
-        target = self.scheduler.get_velocity(z_clean, noise, timesteps)
+        target = diffusion_target(self.scheduler, z_clean, noise, timesteps)
         prediction = model(torch.cat([noisy_latents, z_noisy], dim=1), timesteps, encoder_hidden_states=tokens).sample
         loss = F.mse_loss(prediction.float(), target.float())
         return loss, {}
 
     def pipeline(self, unet):
-        from ..factory import make_scheduler
+        from diffusers import DDIMScheduler
+
+        from ..models.beats import BEATsFeatureExtractor
         from ..pipelines.pipeline_fuse import FUSEPipeline
 
-        pipe = FUSEPipeline(vae=self.vae, conditioner=self.conditioner, unet=unet, scheduler=make_scheduler())
+        scheduler = DDIMScheduler.from_config(self.scheduler.config)  # its own: set_timesteps changes its state
+        pipe = FUSEPipeline(
+            vae=self.vae,
+            conditioner=self.conditioner,
+            unet=unet,
+            scheduler=scheduler,
+            feature_extractor=BEATsFeatureExtractor(),
+        )
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
@@ -327,22 +425,34 @@ class DiffusionStage(Stage):
         from ..plotting import plot_spectrograms
 
         pipe = self.pipeline(model)
+        rate, steps = self.sampling_rate, self.args.num_inference_steps
         rows, rows_off, figure = [], [], None
         for k, pair in enumerate(self.pairs):
             gen = torch.Generator().manual_seed(k)
-            out = pipe(pair["noisy"], sampling_rate=SAMPLE_RATE, num_inference_steps=self.args.num_inference_steps,
-                       generator=gen).audios
-            rows.append(compute_metrics(pair["clean"], out, SAMPLE_RATE, _metric_names(self.args)))
-            off = pipe(pair["noisy"], sampling_rate=SAMPLE_RATE, num_inference_steps=self.args.num_inference_steps,
-                       generator=torch.Generator().manual_seed(k), guidance_scale=0.0).audios
-            rows_off.append(compute_metrics(pair["clean"], off, SAMPLE_RATE, ("si_sdr",)))
+            out = pipe(pair["noisy"], sampling_rate=rate, num_inference_steps=steps, generator=gen).audios
+            rows.append(compute_metrics(pair["clean"], out, rate, _metric_names(self.args)))
+            off = pipe(
+                pair["noisy"],
+                sampling_rate=rate,
+                num_inference_steps=steps,
+                generator=torch.Generator().manual_seed(k),
+                guidance_scale=0.0,
+            ).audios
+            rows_off.append(compute_metrics(pair["clean"], off, rate, ("si_sdr",)))
             if k == 0:
-                figure = plot_spectrograms({"noisy": pair["noisy"], "enhanced": out, "clean": pair["clean"]}, SAMPLE_RATE,
-                                  Path(self.args.output_dir) / "figures" / f"diffusion_step{step:07d}.png",
-                                  title=f"FUSE at step {step}, {self.args.num_inference_steps} steps")
-        noisy = [compute_metrics(p["clean"], p["noisy"], SAMPLE_RATE, ("si_sdr",)) for p in self.pairs]
-        return {**mean_metrics(rows), **mean_metrics(rows_off, "guidance_off_"), **mean_metrics(noisy, "noisy_"),
-                "figure": figure}
+                figure = plot_spectrograms(
+                    {"noisy": pair["noisy"], "enhanced": out, "clean": pair["clean"]},
+                    rate,
+                    Path(self.args.output_dir) / "figures" / f"diffusion_step{step:07d}.png",
+                    title=f"FUSE at step {step}, {steps} steps",
+                )
+        noisy = [compute_metrics(p["clean"], p["noisy"], rate, ("si_sdr",)) for p in self.pairs]
+        return {
+            **mean_metrics(rows),
+            **mean_metrics(rows_off, "guidance_off_"),
+            **mean_metrics(noisy, "noisy_"),
+            "figure": figure,
+        }
 
     def save_final(self, model, args, record):
         from ..model_card import write_model_card
@@ -352,10 +462,22 @@ class DiffusionStage(Stage):
         target = Path(args.output_dir) / "pipeline"
         self.pipeline(model).save_pretrained(target)
         history = read_history(args.output_dir)
-        plot_curves(history, ["pesq", "estoi", "si_sdr", "guidance_off_si_sdr"],
-                    Path(args.output_dir) / "diffusion_curves.png", title="FUSE validation")
-        write_model_card(target, metrics={k: v for k, v in record.items() if k in ("pesq", "estoi", "si_sdr",
-                         "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl")}, training_args=args)
+        if history:
+            plot_curves(
+                history,
+                ["pesq", "estoi", "si_sdr", "guidance_off_si_sdr"],
+                Path(args.output_dir) / "diffusion_curves.png",
+                title="FUSE validation",
+            )
+        write_model_card(
+            target,
+            metrics={
+                k: v
+                for k, v in record.items()
+                if k in ("pesq", "estoi", "si_sdr", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl")
+            },
+            training_args=args,
+        )
         return target
 
 
@@ -370,16 +492,22 @@ class BEATsStage(Stage):
 
     def build(self, args, accelerator, resumed_state):
         from ..data import build_train_dataset
+        from ..factory import make_conditioner
         from ..models.beats import BEATsModel
         from ..models.beats_pretraining import BEATsForPretraining
 
+        self.loss_weights(args)  # none: only rejects a `loss:` section
         self.args, self.device = args, accelerator.device
+        # BEATs hears 16 kHz audio (its filterbank is fixed): the default rate and hop.
         self.segment = segment_samples_for(args, frame_multiple=1)
         args.segment_samples = self.segment
         self.dataset = build_train_dataset(args)
         config = dict(args.beats)
         pretraining = dict(config.pop("pretraining", {}) or {})
-        encoder = BEATsModel.from_pretrained(args.pretrained_model) if args.pretrained_model else BEATsModel(**config)
+        if args.pretrained_model:
+            encoder = BEATsModel.from_pretrained(args.pretrained_model)
+        else:
+            encoder = make_conditioner(**config)
         self.pairs = validation_pairs(args, self.segment) if accelerator.is_main_process else []
         return BEATsForPretraining(encoder, **pretraining)
 
@@ -394,20 +522,27 @@ class BEATsStage(Stage):
     def validate(self, model, step, accelerator):
         accuracies, losses = [], []
         for k, pair in enumerate(self.pairs):
-            for kind, wave in (("noisy", pair["noisy"]), ("clean", pair["clean"])):
+            for wave in (pair["noisy"], pair["clean"]):
                 out = model(torch.from_numpy(wave)[None].to(self.device), generator=torch.Generator().manual_seed(k))
                 accuracies.append(float(out["accuracy"]))
                 losses.append(float(out["loss"]))
         return {"masked_accuracy": float(np.mean(accuracies)), "masked_loss": float(np.mean(losses))}
 
     def save_final(self, model, args, record):
+        from ..convert_beats import save_beats_folder
         from ..plotting import plot_curves
         from .loop import read_history
 
         target = Path(args.output_dir) / "conditioner"
-        model.encoder.save_pretrained(target)
-        plot_curves(read_history(args.output_dir), ["masked_accuracy", "masked_loss"],
-                    Path(args.output_dir) / "beats_curves.png", title="BEATs pre-training (valid)")
+        save_beats_folder(model.encoder, target)  # the model and its feature extractor
+        history = read_history(args.output_dir)
+        if history:
+            plot_curves(
+                history,
+                ["masked_accuracy", "masked_loss"],
+                Path(args.output_dir) / "beats_curves.png",
+                title="BEATs pre-training (valid)",
+            )
         return target
 
 
