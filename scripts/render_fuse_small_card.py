@@ -26,11 +26,14 @@ def main():
 
     def row(name, s, t=None):
         o, d = s["overall"], s["out_of_domain"]
-        return (f"| {name} | {o['pesq']:.2f} | {o['estoi']:.3f} | {o['si_sdr']:.2f} | {o['dnsmos_ovrl']:.2f} | "
-                f"{d['pesq']:.2f} | {d['estoi']:.3f} | {d['si_sdr']:.2f} | {d['dnsmos_ovrl']:.2f} | {t or '-'} |")
+        return (
+            f"| {name} | {o['pesq']:.2f} | {o['estoi']:.3f} | {o['si_sdr']:.2f} | {o['dnsmos_ovrl']:.2f} | "
+            f"{d['pesq']:.2f} | {d['estoi']:.3f} | {d['si_sdr']:.2f} | {d['dnsmos_ovrl']:.2f} | {t or '-'} |"
+        )
 
     rows = [
-        "| system | PESQ-WB | ESTOI | SI-SDR dB | DNSMOS OVRL | OOD PESQ-WB | OOD ESTOI | OOD SI-SDR | OOD OVRL | RTF (2 cores) |",
+        "| system | PESQ-WB | ESTOI | SI-SDR dB | DNSMOS OVRL | OOD PESQ-WB | OOD ESTOI | OOD SI-SDR | OOD OVRL "
+        "| RTF (2 cores) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         row("noisy input", noisy),
         row("noisereduce", summary["noisereduce"], f"{timing['noisereduce']['rtf']:.3f}"),
@@ -58,7 +61,8 @@ def main():
 
     lines = [
         f"- Modest intelligibility gains: ESTOI {gap('estoi', 'overall'):+.3f} against the noisy input in-domain and "
-        f"{gap('estoi', 'out_of_domain'):+.3f} out-of-domain; DeepFilterNet3 reaches {dfn['out_of_domain']['estoi']:.3f} "
+        f"{gap('estoi', 'out_of_domain'):+.3f} out-of-domain; DeepFilterNet3 reaches "
+        f"{dfn['out_of_domain']['estoi']:.3f} "
         f"OOD against our {fuse['out_of_domain']['estoi']:.3f}, and {dfn['out_of_domain']['dnsmos_ovrl']:.2f} DNSMOS "
         f"OVRL against our {fuse['out_of_domain']['dnsmos_ovrl']:.2f}.",
     ]
@@ -66,7 +70,8 @@ def main():
         full = summary["fuse@6-n1"]["overall"]
         lines.append(
             f"- Sampling at full temperature (`noise_scale=1`) costs intelligibility: ESTOI {full['estoi']:.3f} and "
-            f"PESQ-WB {full['pesq']:.2f} against {fuse['overall']['estoi']:.3f} and {fuse['overall']['pesq']:.2f} at the "
+            f"PESQ-WB {full['pesq']:.2f} against {fuse['overall']['estoi']:.3f} and "
+            f"{fuse['overall']['pesq']:.2f} at the "
             "default 0.25: a diffusion sample trades faithfulness to the words for diversity."
         )
     g0 = summary["fuse@6-g0"]["overall"]
@@ -80,10 +85,13 @@ def main():
     ]
     metrics = {k: fuse["overall"][k] for k in ("pesq", "estoi", "si_sdr", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl")}
     write_model_card(
-        REPO / "pipelines" / "fuse-small", metrics=metrics, repo_id="fuse-hf/fuse-small",
+        REPO / "pipelines" / "fuse-small",
+        metrics=metrics,
+        repo_id="fuse-hf/fuse-small",
         dataset_name=f"fuse corpus valid mixtures ({sum(p['subset'] == 'in-domain' for p in bench['pairs'])} pairs, "
-                     "SNR -5..15 dB)",
-        description=description + "\n\n" + "\n".join(rows), limitations="\n".join(lines),
+        "SNR -5..15 dB)",
+        description=description + "\n\n" + "\n".join(rows),
+        limitations="\n".join(lines),
         training_command="make train-small   # or: bash scripts/train_small_gpu.sh on a GPU",
         training_description=(
             "Three stages with `accelerate launch train.py {beats,vae,diffusion}` and `configs/fuse-small/*.yaml`; "

@@ -1,6 +1,7 @@
 """Shared fixtures: tiny random pipelines and generated audio (the tests never need the network or a corpus)."""
 
 import os
+import socket
 
 import numpy as np
 import pytest
@@ -48,3 +49,12 @@ def speech_like(seconds: float, sampling_rate: int = 16000, channels: int = 1, s
 @pytest.fixture
 def make_speech():
     return speech_like
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that the OS has just handed out and nothing listens on, for servers that cannot bind
+    port 0 themselves (Gradio, torch.distributed's rendezvous, accelerate). Never a fixed number: tests run side
+    by side."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

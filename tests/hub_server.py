@@ -19,7 +19,8 @@ Repos live in memory. Revisions are the branch ``main`` or any full commit hash.
 writing always does. Errors carry the `X-Error-Code` headers the client turns into its typed exceptions
 (`RepositoryNotFoundError`, `RevisionNotFoundError`, `EntryNotFoundError`).
 
-Run it alone with ``python tests/hub_server.py --port 8765`` and ``HF_ENDPOINT=http://127.0.0.1:8765``.
+Run it alone with ``python tests/hub_server.py`` (a free port; ``--port N`` for a fixed one) and point
+``HF_ENDPOINT`` at the URL it prints.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ import time
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
 WRITE_TOKEN = "hf_fakehub_write_token"
@@ -47,7 +47,7 @@ def git_blob_sha1(content: bytes) -> str:
 @dataclass
 class Commit:
     sha: str
-    files: Dict[str, bytes]
+    files: dict[str, bytes]
     title: str
     date: str
 
@@ -56,10 +56,10 @@ class Commit:
 class Repo:
     repo_id: str
     private: bool
-    commits: List[Commit] = field(default_factory=list)
-    branches: Dict[str, str] = field(default_factory=dict)
+    commits: list[Commit] = field(default_factory=list)
+    branches: dict[str, str] = field(default_factory=dict)
 
-    def resolve(self, revision: str) -> Optional[Commit]:
+    def resolve(self, revision: str) -> Commit | None:
         sha = self.branches.get(revision, revision)
         for commit in self.commits:
             if commit.sha == sha:
@@ -71,9 +71,9 @@ class HubState:
     """All repos, guarded by one lock (requests are served from several threads)."""
 
     def __init__(self):
-        self.repos: Dict[str, Repo] = {}
+        self.repos: dict[str, Repo] = {}
         self.lock = threading.Lock()
-        self.requests: List[Tuple[str, str]] = []  # (method, path) log, for tests that check what was called
+        self.requests: list[tuple[str, str]] = []  # (method, path) log, for tests that check what was called
 
     def create(self, repo_id: str, private: bool) -> bool:
         with self.lock:
@@ -81,21 +81,28 @@ class HubState:
                 return False
             repo = Repo(repo_id, private)
             # The Hub creates a repo with an initial commit holding .gitattributes.
-            initial = Commit(self._new_sha(repo_id, "init"), {".gitattributes": b"*.safetensors filter=lfs\n"},
-                             "initial commit", _now())
+            initial = Commit(
+                self._new_sha(repo_id, "init"),
+                {".gitattributes": b"*.safetensors filter=lfs\n"},
+                "initial commit",
+                _now(),
+            )
             repo.commits.append(initial)
             repo.branches["main"] = initial.sha
             self.repos[repo_id] = repo
             return True
 
-    def commit(self, repo: Repo, branch: str, operations: List[dict], title: str) -> Commit:
+    def commit(self, repo: Repo, branch: str, operations: list[dict], title: str) -> Commit:
         with self.lock:
             parent = repo.resolve(branch)
             files = dict(parent.files) if parent else {}
             for key, value in operations:
                 if key == "file":
-                    content = base64.b64decode(value["content"]) if value.get("encoding") == "base64" \
+                    content = (
+                        base64.b64decode(value["content"])
+                        if value.get("encoding") == "base64"
                         else value["content"].encode()
+                    )
                     files[value["path"]] = content
                 elif key == "deletedFile":
                     files.pop(value["path"], None)
@@ -116,7 +123,7 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
 
 
-def validate_card_metadata(content: str) -> List[str]:
+def validate_card_metadata(content: str) -> list[str]:
     """Checks a README's YAML front matter the way the Hub's validate-yaml endpoint does for the fields model cards
     use: types of the common keys and the `model-index` schema. Returns error messages (none when valid)."""
     import yaml
@@ -135,7 +142,9 @@ def validate_card_metadata(content: str) -> List[str]:
             errors.append(f'"{key}" must be a string')
     for key in ("tags", "datasets", "language"):
         value = meta.get(key)
-        if value is not None and not (isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))):
+        if value is not None and not (
+            isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+        ):
             errors.append(f'"{key}" must be a string or a list of strings')
     for i, model in enumerate(meta.get("model-index") or []):
         if not isinstance(model, dict) or not isinstance(model.get("name"), str):
@@ -159,7 +168,7 @@ def validate_card_metadata(content: str) -> List[str]:
 
 
 class _HubError(Exception):
-    def __init__(self, status: int, message: str, code: Optional[str] = None, extra: Optional[dict] = None):
+    def __init__(self, status: int, message: str, code: str | None = None, extra: dict | None = None):
         super().__init__(message)
         self.status, self.message, self.code, self.extra = status, message, code, extra or {}
 
@@ -186,15 +195,22 @@ class HubHandler(BaseHTTPRequestHandler):
             headers = {"X-Error-Message": err.message}
             if err.code:
                 headers["X-Error-Code"] = err.code
-            self._send(err.status, json.dumps({"error": err.message, **err.extra}).encode(), headers,
-                       head=method == "HEAD")
+            self._send(
+                err.status, json.dumps({"error": err.message, **err.extra}).encode(), headers, head=method == "HEAD"
+            )
 
     do_GET = lambda self: self._dispatch("GET")  # noqa: E731
     do_HEAD = lambda self: self._dispatch("HEAD")  # noqa: E731
     do_POST = lambda self: self._dispatch("POST")  # noqa: E731
 
-    def _send(self, status: int, body: bytes, headers: Optional[dict] = None, head: bool = False,
-              content_type: str = "application/json"):
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        headers: dict | None = None,
+        head: bool = False,
+        content_type: str = "application/json",
+    ):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -204,10 +220,10 @@ class HubHandler(BaseHTTPRequestHandler):
         if not head:
             self.wfile.write(body)
 
-    def _json(self, payload, headers: Optional[dict] = None):
+    def _json(self, payload, headers: dict | None = None):
         self._send(200, json.dumps(payload).encode(), headers)
 
-    def _user(self) -> Optional[str]:
+    def _user(self) -> str | None:
         auth = self.headers.get("Authorization", "")
         return USER if auth == f"Bearer {WRITE_TOKEN}" else None
 
@@ -238,12 +254,20 @@ class HubHandler(BaseHTTPRequestHandler):
         if parts[:2] == ["api", "whoami-v2"]:
             if self._user() is None:
                 raise _HubError(401, "Invalid credentials in Authorization header")
-            return self._json({"type": "user", "name": USER, "orgs": [],
-                               "auth": {"accessToken": {"role": "write", "displayName": "test"}}})
+            return self._json(
+                {
+                    "type": "user",
+                    "name": USER,
+                    "orgs": [],
+                    "auth": {"accessToken": {"role": "write", "displayName": "test"}},
+                }
+            )
         if parts[:2] == ["api", "validate-yaml"] and method == "POST":
             errors = validate_card_metadata(json.loads(body).get("content", ""))
-            return self._send(400 if errors else 200,
-                              json.dumps({"errors": [{"message": e} for e in errors], "warnings": []}).encode())
+            return self._send(
+                400 if errors else 200,
+                json.dumps({"errors": [{"message": e} for e in errors], "warnings": []}).encode(),
+            )
         if parts[:3] == ["api", "repos", "create"] and method == "POST":
             return self._create_repo(json.loads(body or b"{}"))
         if len(parts) >= 4 and parts[:2] == ["api", "models"]:
@@ -266,7 +290,7 @@ class HubHandler(BaseHTTPRequestHandler):
             raise _HubError(409, "You already created this model repo", extra={"url": f"{self._base()}/{repo_id}"})
         return self._json({"url": f"{self._base()}/{repo_id}", "name": repo_id})
 
-    def _api_model(self, method: str, repo_id: str, rest: List[str], query: dict, body: bytes):
+    def _api_model(self, method: str, repo_id: str, rest: list[str], query: dict, body: bytes):
         if method == "GET" and (not rest or rest[0] == "revision"):
             repo = self._repo(repo_id)
             commit = self._commit(repo, rest[1] if len(rest) > 1 else "main")
@@ -294,9 +318,15 @@ class HubHandler(BaseHTTPRequestHandler):
             repo = self._repo(repo_id, write=True)
             commit = self._commit(repo, rest[1])
             files = json.loads(body)["files"]
-            answer = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
-                       "oid": git_blob_sha1(commit.files[f["path"]]) if f["path"] in commit.files else None}
-                      for f in files]
+            answer = [
+                {
+                    "path": f["path"],
+                    "uploadMode": "regular",
+                    "shouldIgnore": False,
+                    "oid": git_blob_sha1(commit.files[f["path"]]) if f["path"] in commit.files else None,
+                }
+                for f in files
+            ]
             return self._json({"files": answer, "commitOid": commit.sha})
         if method == "POST" and rest[:1] == ["commit"] and len(rest) >= 2:
             repo = self._repo(repo_id, write=True)
@@ -306,33 +336,49 @@ class HubHandler(BaseHTTPRequestHandler):
             if "create_pr" in query:
                 raise _HubError(400, "this test hub does not do pull requests")
             lines = [json.loads(line) for line in body.splitlines() if line.strip()]
-            header = next((l["value"] for l in lines if l["key"] == "header"), {})
-            operations = [(l["key"], l["value"]) for l in lines if l["key"] != "header"]
+            header = next((entry["value"] for entry in lines if entry["key"] == "header"), {})
+            operations = [(entry["key"], entry["value"]) for entry in lines if entry["key"] != "header"]
             if any(key == "lfsFile" for key, _ in operations):
                 raise _HubError(400, "this test hub only accepts regular (inline) files")
             commit = self.state.commit(repo, branch, operations, header.get("summary", "commit"))
-            return self._json({"commitUrl": f"{self._base()}/{repo_id}/commit/{commit.sha}",
-                               "commitOid": commit.sha, "pullRequestUrl": None})
+            return self._json(
+                {
+                    "commitUrl": f"{self._base()}/{repo_id}/commit/{commit.sha}",
+                    "commitOid": commit.sha,
+                    "pullRequestUrl": None,
+                }
+            )
         raise _HubError(404, f"no route for {method} /api/models/{repo_id}/{'/'.join(rest)}")
 
     def _model_info(self, repo: Repo, commit: Commit) -> dict:
         return {
             "_id": hashlib.md5(repo.repo_id.encode()).hexdigest()[:24],
-            "id": repo.repo_id, "modelId": repo.repo_id, "author": repo.repo_id.split("/")[0],
-            "sha": commit.sha, "lastModified": commit.date, "createdAt": repo.commits[0].date,
-            "private": repo.private, "disabled": False, "gated": False, "downloads": 0, "likes": 0,
-            "tags": [], "library_name": None, "pipeline_tag": None,
-            "siblings": [{"rfilename": p, "size": len(c), "blobId": git_blob_sha1(c)}
-                         for p, c in sorted(commit.files.items())],
+            "id": repo.repo_id,
+            "modelId": repo.repo_id,
+            "author": repo.repo_id.split("/")[0],
+            "sha": commit.sha,
+            "lastModified": commit.date,
+            "createdAt": repo.commits[0].date,
+            "private": repo.private,
+            "disabled": False,
+            "gated": False,
+            "downloads": 0,
+            "likes": 0,
+            "tags": [],
+            "library_name": None,
+            "pipeline_tag": None,
+            "siblings": [
+                {"rfilename": p, "size": len(c), "blobId": git_blob_sha1(c)} for p, c in sorted(commit.files.items())
+            ],
         }
 
     @staticmethod
-    def _tree(commit: Commit, prefix: str, recursive: bool) -> List[dict]:
+    def _tree(commit: Commit, prefix: str, recursive: bool) -> list[dict]:
         entries, folders = [], set()
         for path, content in sorted(commit.files.items()):
             if prefix and not path.startswith(prefix + "/"):
                 continue
-            relative = path[len(prefix) + 1:] if prefix else path
+            relative = path[len(prefix) + 1 :] if prefix else path
             pieces = relative.split("/")
             for depth in range(1, len(pieces)):
                 folder = "/".join(([prefix] if prefix else []) + pieces[:depth])
@@ -340,8 +386,10 @@ class HubHandler(BaseHTTPRequestHandler):
                     folders.add(folder)
             if recursive or len(pieces) == 1:
                 entries.append({"type": "file", "oid": git_blob_sha1(content), "size": len(content), "path": path})
-        entries += [{"type": "directory", "oid": hashlib.sha1(f.encode()).hexdigest(), "size": 0, "path": f}
-                    for f in sorted(folders)]
+        entries += [
+            {"type": "directory", "oid": hashlib.sha1(f.encode()).hexdigest(), "size": 0, "path": f}
+            for f in sorted(folders)
+        ]
         return entries
 
     def _resolve(self, method: str, repo_id: str, revision: str, filename: str):
@@ -350,8 +398,12 @@ class HubHandler(BaseHTTPRequestHandler):
         if filename not in commit.files:
             raise _HubError(404, f"Entry not found: {filename}", "EntryNotFound")
         content = commit.files[filename]
-        headers = {"X-Repo-Commit": commit.sha, "ETag": f'"{git_blob_sha1(content)}"', "Accept-Ranges": "bytes",
-                   "Last-Modified": formatdate(usegmt=True)}
+        headers = {
+            "X-Repo-Commit": commit.sha,
+            "ETag": f'"{git_blob_sha1(content)}"',
+            "Accept-Ranges": "bytes",
+            "Last-Modified": formatdate(usegmt=True),
+        }
         status, start = 200, 0
         wanted = self.headers.get("Range", "")
         if wanted.startswith("bytes=") and method == "GET":  # resumed downloads
@@ -376,7 +428,7 @@ class FakeHub:
         host, port = self.server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> "FakeHub":
+    def start(self) -> FakeHub:
         self.thread.start()
         return self
 
@@ -384,7 +436,7 @@ class FakeHub:
         self.server.shutdown()
         self.server.server_close()
 
-    def __enter__(self) -> "FakeHub":
+    def __enter__(self) -> FakeHub:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -395,7 +447,7 @@ if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--port", type=int, default=0, help="default: a free port")
     args = parser.parse_args()
     hub = FakeHub(port=args.port)
     print(f"fake hub on {hub.url}; write token {WRITE_TOKEN}", flush=True)
