@@ -17,37 +17,20 @@ import subprocess
 import sys
 import time
 
+from fuse_hf.factory import BEATS_ITER3
+
 from .common import REPO, write_json
 
 CONFIGS = {
-    # BEATs_iter3.pt: 12 layers x 768, 90 M parameters.
-    "iter3": dict(
-        input_patch_size=16,
-        embed_dim=512,
-        encoder_layers=12,
-        encoder_embed_dim=768,
-        encoder_ffn_embed_dim=3072,
-        encoder_attention_heads=12,
-        deep_norm=True,
-        relative_position_embedding=True,
-        num_buckets=320,
-        max_distance=800,
-        gru_rel_pos=True,
-    ),
-    # The CPU-sized conditioner: 4 layers x 384.
-    "small": dict(
-        input_patch_size=16,
-        embed_dim=512,
-        encoder_layers=4,
-        encoder_embed_dim=384,
-        encoder_ffn_embed_dim=1536,
-        encoder_attention_heads=6,
-        deep_norm=True,
-        relative_position_embedding=True,
-        num_buckets=320,
-        max_distance=800,
-        gru_rel_pos=True,
-    ),
+    "iter3": BEATS_ITER3,  # BEATs_iter3.pt: 12 layers x 768, 90 M parameters.
+    # The CPU-sized conditioner: 4 layers x 384, the iter3 layout otherwise.
+    "small": {
+        **BEATS_ITER3,
+        "encoder_layers": 4,
+        "encoder_embed_dim": 384,
+        "encoder_ffn_embed_dim": 1536,
+        "encoder_attention_heads": 6,
+    },
 }
 DURATIONS_S = (4.0, 60.0)
 

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .bench_beats import CONFIGS as BEATS_CONFIGS
 from .common import REPO, RESULTS_DIR, machine_info, write_json
 
 DEFAULT_OUT = RESULTS_DIR / "inference.json"
@@ -58,21 +59,7 @@ RANDOM_UNET = dict(
     cross_attention_dim=256,
     norm_num_groups=32,
 )
-RANDOM_BEATS = dict(
-    input_patch_size=16,
-    embed_dim=512,
-    encoder_layers=4,
-    encoder_embed_dim=384,
-    encoder_ffn_embed_dim=1536,
-    encoder_attention_heads=6,
-    conv_pos=128,
-    conv_pos_groups=16,
-    relative_position_embedding=True,
-    num_buckets=320,
-    max_distance=800,
-    gru_rel_pos=True,
-    deep_norm=True,
-)
+RANDOM_BEATS = BEATS_CONFIGS["small"]  # the 4-layer x 384 conditioner that bench_beats times
 RANDOM_LATENT_FRAMES = 64  # 256 STFT frames: 2.04 s windows, the training crop of configs/fuse-small
 RANDOM_LABEL = "RANDOM WEIGHTS (opt sizes from cpu-budget.md): timings only, the output is not speech"
 
@@ -312,16 +299,10 @@ def main(argv=None) -> int:
     for duration in sorted(args.durations):
         for steps in sorted(args.steps):
             spec = dict(
+                results["settings"],
                 model=model,
                 duration_s=duration,
                 steps=steps,
-                threads=args.threads,
-                device=args.device,
-                batch_size=args.batch_size,
-                sampling_rate=args.sampling_rate,
-                seed=args.seed,
-                vae_slicing=args.vae_slicing,
-                precision=args.precision,
                 repeats=1 if duration >= LONG_INPUT_S else args.repeats,
             )
             case = spawn(spec, args.case_timeout)

@@ -32,7 +32,7 @@ from pathlib import Path
 from . import metrics as M
 from .audio import audio_info, list_audio_files, load_mono
 
-__all__ = ["METRIC_LABELS", "find_pairs", "evaluate_folders", "format_table", "write_csv", "write_json"]
+__all__ = ["METRIC_LABELS", "find_pairs", "evaluate_folders", "format_table", "json_safe", "write_csv", "write_json"]
 
 # Column headers of the printed table and titles of the box plot's panels.
 METRIC_LABELS = {
@@ -262,21 +262,22 @@ def write_csv(report: dict[str, object], path) -> None:
             writer.writerow([row["file"]] + ["" if math.isnan(row[c]) else f"{row[c]:.6g}" for c in report["metrics"]])
 
 
-def _json_safe(value):
-    """Replace nan by None so that the file is strict JSON."""
-    if isinstance(value, float) and math.isnan(value):
+def json_safe(value):
+    """`value` with every NaN or +-Inf float inside it (in dicts, lists, tuples) replaced by None: strict JSON has
+    no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
 def write_json(report: dict[str, object], path) -> None:
-    """The whole report as strict JSON (nan written as null)."""
+    """The whole report as strict JSON (nan written as null, `json_safe`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
-        json.dump(_json_safe(report), f, indent=2)
+        json.dump(json_safe(report), f, indent=2)
         f.write("\n")

@@ -11,6 +11,22 @@ from diffusers import DDIMScheduler, UNet2DConditionModel
 
 from .models.autoencoder_spectral import SpectralAutoencoderKL
 
+# The layout of Microsoft's BEATs_iter3 checkpoint (12 layers x 768, 90 M parameters): 16x16 patches, deep norm and a
+# gated relative position bias. Smaller conditioners keep the layout and change the sizes: {**BEATS_ITER3, ...}.
+BEATS_ITER3 = dict(
+    input_patch_size=16,
+    embed_dim=512,
+    encoder_layers=12,
+    encoder_embed_dim=768,
+    encoder_ffn_embed_dim=3072,
+    encoder_attention_heads=12,
+    deep_norm=True,
+    relative_position_embedding=True,
+    num_buckets=320,
+    max_distance=800,
+    gru_rel_pos=True,
+)
+
 # Sizes small enough for unit tests (a forward pass in milliseconds); random weights, never shipped.
 TINY_VAE = dict(block_out_channels=(8, 16, 16), latent_channels=4, norm_num_groups=4, layers_per_block=1)
 TINY_UNET = dict(

@@ -20,13 +20,30 @@ def log_spectrogram_db(audio: np.ndarray, sampling_rate: int, n_fft: int = 512, 
     return (10 * np.log10(np.abs(spectrum) ** 2 / (n_fft / 4) + 1e-10)).T
 
 
-def plot_spectrograms(signals: Mapping[str, np.ndarray], sampling_rate: int, path, title: str = "") -> Path:
-    """Writes one PNG with a spectrogram per signal (e.g. noisy / enhanced / clean), side by side."""
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend (no display on servers and in CI)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(fig, path, dpi: int) -> Path:
+    """Writes `fig` as a PNG at `path` (creating its folder), closes it and returns the path."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def plot_spectrograms(signals: Mapping[str, np.ndarray], sampling_rate: int, path, title: str = "") -> Path:
+    """Writes one PNG with a spectrogram per signal (e.g. noisy / enhanced / clean), side by side."""
+    plt = _pyplot()
     names = list(signals)
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), sharey=True, squeeze=False)
     for ax, name in zip(axes[0], names):
@@ -47,22 +64,14 @@ def plot_spectrograms(signals: Mapping[str, np.ndarray], sampling_rate: int, pat
     fig.colorbar(image, ax=axes[0].tolist(), label="dB")
     if title:
         fig.suptitle(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=100)
 
 
 def plot_curves(
     history: Sequence[dict[str, float]], keys: Sequence[str], path, x: str = "step", title: str = ""
 ) -> Path:
     """Metric curves against `x` from a list of records (e.g. validation history), one panel per key."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     keys = [k for k in keys if any(k in r for r in history)]
     fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(4 * max(1, len(keys)), 3.2), squeeze=False)
     for ax, key in zip(axes[0], keys):
@@ -76,22 +85,15 @@ def plot_curves(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=100)
 
 
 def plot_boxes(report: Mapping, path) -> Path:
     """Box plot PNG of a `fuse_hf.evaluate.evaluate_folders` report: one panel per metric, the enhanced (and, with
     a noisy folder, the noisy) per-file scores side by side; nan scores are left out."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on servers and in CI
-    import matplotlib.pyplot as plt
-
     from .evaluate import METRIC_LABELS
+
+    plt = _pyplot()
 
     base = [k for k in report["metrics"] if not k.startswith(("noisy_", "delta_"))]
     has_noisy = any(k.startswith("noisy_") for k in report["metrics"])
@@ -110,8 +112,4 @@ def plot_boxes(report: Mapping, path) -> Path:
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"{report['num_files']} files: {report['enhanced_dir']}", fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=120)

@@ -30,6 +30,7 @@ from fixtures.beats_golden import SEED as GOLDEN_SEED
 from fixtures.beats_golden import seeded_state_dict
 from fuse_hf import convert_beats
 from fuse_hf.commands import convert_beats as convert_beats_command
+from fuse_hf.factory import TINY_BEATS
 from fuse_hf.models.beats import (
     BEATsConfig,
     BEATsFeatureExtractor,
@@ -70,22 +71,9 @@ ITER3 = dict(
     finetuned_model=False,
 )
 
-# Small but with every feature of iter3 (post-extract projection, deep norm, gated relative bias).
-TINY = dict(
-    input_patch_size=16,
-    embed_dim=32,
-    encoder_layers=2,
-    encoder_embed_dim=64,
-    encoder_ffn_embed_dim=128,
-    encoder_attention_heads=4,
-    conv_pos=16,
-    conv_pos_groups=4,
-    deep_norm=True,
-    relative_position_embedding=True,
-    num_buckets=32,
-    max_distance=64,
-    gru_rel_pos=True,
-)
+# Small but with every feature of iter3: the factory's tiny BEATs (deep norm, gated relative bias), wider than its
+# patch embedding so that the post-extract projection exists too.
+TINY = {**TINY_BEATS, "encoder_embed_dim": 64, "encoder_ffn_embed_dim": 128, "encoder_attention_heads": 4}
 
 
 def _randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -651,7 +639,7 @@ def test_bundled_conditioner_is_a_transformers_model_with_fp16_weights():
 
 
 def test_pipeline_condition_is_the_same_with_or_without_the_feature_extractor():
-    from fuse_hf.pipelines.pipeline_fuse import encode_condition
+    from fuse_hf.pipelines.encoding import encode_condition
 
     model = _tiny()
     windows = torch.stack([_audio(12800, seed=1), _audio(12800, seed=2)])

@@ -149,25 +149,8 @@ class BEATsForPretraining(nn.Module):
         self.mask_prob = mask_prob
         self.tokenizer = RandomProjectionTokenizer(config.input_patch_size, codebook_size, code_dim, tokenizer_seed)
         self.mask_embedding = nn.Parameter(torch.randn(config.encoder_embed_dim) * 0.02)
-        self.label_predictor = _TransformerEncoder(
-            embed_dim=config.encoder_embed_dim,
-            ffn_embed_dim=config.encoder_ffn_embed_dim,
-            num_layers=predictor_layers,
-            num_heads=config.encoder_attention_heads,
-            activation_fn=config.activation_fn,
-            layer_norm_first=config.layer_norm_first,
-            deep_norm=config.deep_norm,
-            dropout=config.dropout,
-            attention_dropout=config.attention_dropout,
-            activation_dropout=config.activation_dropout,
-            layerdrop=0.0,
-            conv_pos=config.conv_pos,
-            conv_pos_groups=config.conv_pos_groups,
-            relative_position_embedding=config.relative_position_embedding,
-            num_buckets=config.num_buckets,
-            max_distance=config.max_distance,
-            gru_rel_pos=config.gru_rel_pos,
-            layer_wise_gradient_decay_ratio=1.0,
+        self.label_predictor = _TransformerEncoder.from_config(
+            config, num_layers=predictor_layers, layerdrop=0.0, layer_wise_gradient_decay_ratio=1.0
         )
         self.label_head = nn.Linear(config.encoder_embed_dim, codebook_size)
 

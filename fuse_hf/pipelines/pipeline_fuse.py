@@ -4,13 +4,13 @@ noisy audio -> STFT -> spectral VAE latent -> UNet (DDIM, v-prediction) conditio
 frozen BEATs tokens of the noisy input -> VAE decoder -> inverse STFT -> enhanced audio.
 
 The front end (sample rate, STFT, compression) is read from the VAE's config, so a saved pipeline describes the
-signal it works on.
+signal it works on. Beside this module: `clips.py` takes the inputs in and gives the outputs back at their own rate
+and layout, `encoding.py` holds the encoders of the noisy input that training shares, `precision.py` the choice of
+bf16 autocast and weight layout.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import math
 import os
 import re
@@ -22,23 +22,15 @@ import torch
 from diffusers import DDIMScheduler, DiffusionPipeline, UNet2DConditionModel
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.pipelines.pipeline_utils import AudioPipelineOutput
-from diffusers.utils import logging, replace_example_docstring
+from diffusers.utils import replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..audio import (
-    MIN_SAMPLES_16K,
-    SAMPLE_RATE,
-    as_channels_first,
-    avoid_clipping,
-    check_sampling_rate,
-    first_line,
-    load_audio,
-    resample,
-)
-from ..spectral import pad_frames, to_spectrogram, to_waveform
+from ..audio import check_sampling_rate, first_line
+from ..spectral import to_waveform
 from ..windows import crossfade_weights, overlaps, pad_reflect, window_starts
-
-logger = logging.get_logger(__name__)
+from .clips import AudioInput, Clip, load_clips, restore_clip
+from .encoding import encode_condition, encode_spectral_latents
+from .precision import PRECISIONS, autocast_context, uses_channels_last
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -55,12 +47,9 @@ EXAMPLE_DOC_STRING = """
         ```
 """
 
-AudioInput = str | os.PathLike | np.ndarray | torch.Tensor
-
 # Chosen on a dev set of in-domain valid mixtures (not the benchmark's pairs): `benchmarks/bench_noise_scale.py`,
 # `docs/sampling.md`.
 DEFAULT_NOISE_SCALE = 0.25
-PRECISIONS = ("auto", "fp32", "bf16")
 # What diffusers, transformers and torch say when a checkpoint's tensors do not fit the model its config builds.
 _WEIGHT_MISMATCH = re.compile(
     r"expected shape|size mismatch|Error\(s\) in loading state_dict|Missing key\(s\)|Unexpected key\(s\)"
@@ -81,93 +70,9 @@ class FUSEPipelineOutput(AudioPipelineOutput):
     sampling_rate: int | list[int] | None = None
 
 
-def encode_spectral_latents(vae, waveform: torch.Tensor, frame_multiple: int = 1):
-    """Waveforms -> the VAE latents the UNet works on. Training and inference both encode through here, so that the
-    UNet sees at inference exactly the kind of latent it was trained on.
-
-    The VAE encodes the whole batch in one pass, or window by window after `vae.enable_slicing()` (the pipeline's
-    default: see [`FUSEPipeline`]).
-
-    Args:
-        vae ([`SpectralAutoencoderKL`]): reads its front end, representation and input scale from its config.
-        waveform: `(batch, samples)` float at `vae.config.sampling_rate`.
-        frame_multiple: spectrogram frames are zero-padded to a multiple of this (`pad_frames`).
-
-    Returns:
-        `(latents, compressed, frames)`: latents `(batch, latent_channels, latent_freq, padded_frames / 4)` in the
-        VAE's dtype, the compressed complex spectrum `(batch, freq, frames)` whose phase the decoder output reuses,
-        and the number of frames before padding.
-    """
-    spec, compressed = to_spectrogram(
-        waveform, vae.config.representation, vae.config.input_scale, **vae.spectral_settings
-    )
-    frames = spec.shape[-1]
-    spec = pad_frames(spec, frame_multiple).to(vae.dtype)
-    return vae.encode_to_latents(spec), compressed, frames
-
-
-def encode_condition(
-    conditioner, waveform: torch.Tensor, padding_mask: torch.Tensor | None = None, feature_extractor=None
-):
-    """BEATs tokens of noisy 16 kHz windows `(batch, samples)` -> `(batch, tokens, embed_dim)` and a cross-attention
-    mask `(batch, tokens)` (1 = attend), or None when no token is padded. Shared by training and inference.
-
-    The filterbank comes from `feature_extractor` (a `BEATsFeatureExtractor`) when given, else from the
-    conditioner's own front end; both compute the same official filterbank."""
-    inputs = {"input_values": waveform}
-    if feature_extractor is not None:
-        inputs = feature_extractor(waveform, return_attention_mask=False, return_tensors="pt")
-    # "patch" masks whole padded patch rows, so a padded last window gets the tokens its audio gets alone.
-    output = conditioner(**inputs, padding_mask=padding_mask, padding_mode="patch", return_dict=True)
-    features, token_padding = output.last_hidden_state, output.padding_mask
-    mask = None
-    if token_padding is not None and token_padding.shape == features.shape[:2] and bool(token_padding.any()):
-        mask = (~token_padding).to(features.dtype)
-    return features, mask
-
-
-@functools.cache
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), read from the kernel's CPU flags.
-
-    torch has no public query for it (`torch.backends.cpu.get_cpu_capability()` says "AVX512" with or without
-    bf16); where /proc/cpuinfo cannot be read (not Linux) the answer is False, and `set_precision("bf16")` still
-    forces bf16.
-    """
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("flags"):
-                    return bool({"avx512_bf16", "amx_tile"} & set(line.split(":", 1)[1].split()))
-    except OSError:
-        pass
-    return False
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """`"auto"` -> `"bf16"` on GPUs with bf16 and on CPUs with native bf16, else `"fp32"`; others unchanged."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if device.type == "cpu":
-        return "bf16" if cpu_has_native_bf16() else "fp32"
-    return "fp32"
-
-
 def _is_weight_mismatch(err: BaseException) -> bool:
     """Whether a loading error says that a checkpoint's tensors do not fit the model built from its config."""
     return bool(_WEIGHT_MISMATCH.search(str(err)))
-
-
-@dataclass
-class _Clip:
-    """One input clip at the model's rate, plus what is needed to give it back at its own rate and layout."""
-
-    audio: np.ndarray  # (channels, samples) at the model's rate
-    original: np.ndarray  # (channels, samples) at the input rate
-    sampling_rate: int
-    was_1d: bool
 
 
 class FUSEPipeline(DiffusionPipeline):
@@ -198,9 +103,7 @@ class FUSEPipeline(DiffusionPipeline):
     _optional_components = ["feature_extractor"]
     _callback_tensor_inputs = ["latents", "noisy_latents", "encoder_hidden_states"]
 
-    def __init__(
-        self, vae, conditioner, unet: UNet2DConditionModel, scheduler: DDIMScheduler, feature_extractor=None
-    ):
+    def __init__(self, vae, conditioner, unet: UNet2DConditionModel, scheduler: DDIMScheduler, feature_extractor=None):
         super().__init__()
         self.register_modules(
             vae=vae, conditioner=conditioner, unet=unet, scheduler=scheduler, feature_extractor=feature_extractor
@@ -222,9 +125,7 @@ class FUSEPipeline(DiffusionPipeline):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
         self._precision = precision
-        channels_last = (
-            resolve_precision(precision, torch.device("cpu")) == "bf16" and self.unet.dtype == torch.float32
-        )
+        channels_last = uses_channels_last(precision, self.unet.dtype)
         if channels_last != self._channels_last:
             memory_format = torch.channels_last if channels_last else torch.contiguous_format
             self.unet.to(memory_format=memory_format)
@@ -233,10 +134,7 @@ class FUSEPipeline(DiffusionPipeline):
 
     def _autocast(self, device: torch.device):
         """The autocast context of the VAE and UNet passes on `device` (a no-op context for fp32)."""
-        device = torch.device(device)
-        if resolve_precision(self._precision, device) == "bf16" and self.unet.dtype == torch.float32:
-            return torch.autocast(device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast_context(self._precision, device, self.unet.dtype)
 
     # ------------------------------------------------------------------------------------------ loading
 
@@ -268,15 +166,23 @@ class FUSEPipeline(DiffusionPipeline):
                 raise ValueError(f"{folder}: the weights do not match the model configs ({first_line(err)}).") from err
             raise ValueError(f"{folder}: {first_line(err)}") from err
 
-    def push_to_hub(self, repo_id: str, commit_message: str | None = None, private: bool | None = None,
-                    token: str | None = None, create_pr: bool = False, **kwargs) -> str:
+    def push_to_hub(
+        self,
+        repo_id: str,
+        commit_message: str | None = None,
+        private: bool | None = None,
+        token: str | None = None,
+        create_pr: bool = False,
+        **kwargs,
+    ) -> str:
         """Uploads the pipeline to the Hub as one commit: weights, configs, a model card (`metrics=`, `datasets=`,
         ...) and the Hub remote code that `DiffusionPipeline.from_pretrained(repo_id, trust_remote_code=True)`
         loads. See [`fuse_hf.hub.push_pipeline_to_hub`]. Returns the commit URL."""
         from ..hub import push_pipeline_to_hub
 
-        return push_pipeline_to_hub(self, repo_id, commit_message=commit_message, private=private, token=token,
-                                    create_pr=create_pr, **kwargs)
+        return push_pipeline_to_hub(
+            self, repo_id, commit_message=commit_message, private=private, token=token, create_pr=create_pr, **kwargs
+        )
 
     # ------------------------------------------------------------------------------------------ geometry
 
@@ -336,8 +242,18 @@ class FUSEPipeline(DiffusionPipeline):
     # ------------------------------------------------------------------------------------------ steps
 
     def check_inputs(
-        self, audio, sampling_rate, num_inference_steps, guidance_scale, noise_scale, attenuation_limit_db, generator,
-        latents, batch_size, output_type, callback_on_step_end_tensor_inputs,
+        self,
+        audio,
+        sampling_rate,
+        num_inference_steps,
+        guidance_scale,
+        noise_scale,
+        attenuation_limit_db,
+        generator,
+        latents,
+        batch_size,
+        output_type,
+        callback_on_step_end_tensor_inputs,
     ) -> None:
         """Validates the arguments; raises a one-line `ValueError` naming the first bad one. Reads no audio: the
         contents of files and arrays are checked as they are loaded (`prepare_audio`)."""
@@ -375,31 +291,13 @@ class FUSEPipeline(DiffusionPipeline):
         if latents is not None and len(items) != 1:
             raise ValueError("latents can only be given for a single clip.")
 
-    def prepare_audio(self, audio: AudioInput | list[AudioInput], sampling_rate: int | None) -> list[_Clip]:
-        """Loads every clip as `(channels, samples)` float32 and resamples it to the model's rate.
+    def prepare_audio(self, audio: AudioInput | list[AudioInput], sampling_rate: int | None) -> list[Clip]:
+        """Loads every clip as `(channels, samples)` float32 at the model's rate ([`load_clips`]).
 
         Raises:
             ValueError: a file that cannot be read, an array of the wrong rank or with NaN/Inf, a clip too short.
         """
-        clips = []
-        for item in audio if isinstance(audio, (list, tuple)) else [audio]:
-            if isinstance(item, (str, os.PathLike)):
-                original, rate = load_audio(item)
-                was_1d = False
-            else:
-                rate = check_sampling_rate(sampling_rate)
-                array = item.detach().cpu().float().numpy() if isinstance(item, torch.Tensor) else item
-                was_1d = np.ndim(array) == 1
-                original = as_channels_first(array)
-            resampled = resample(original, rate, self.sampling_rate)
-            min_samples = math.ceil(MIN_SAMPLES_16K * self.sampling_rate / SAMPLE_RATE)
-            if resampled.shape[1] < min_samples:
-                raise ValueError(
-                    f"audio is {original.shape[1]} samples long ({1000 * original.shape[1] / rate:.1f} ms); "
-                    f"at least {1000 * MIN_SAMPLES_16K / SAMPLE_RATE:.0f} ms is needed."
-                )
-            clips.append(_Clip(audio=resampled, original=original, sampling_rate=rate, was_1d=was_1d))
-        return clips
+        return load_clips(audio, sampling_rate, self.sampling_rate)
 
     def prepare_latents(self, last_start, channels, generator, latents, device, dtype):
         """Initial noise as one field per clip over its whole latent time axis, so that overlapping windows
@@ -427,8 +325,16 @@ class FUSEPipeline(DiffusionPipeline):
         return features.to(self.unet.dtype), mask
 
     def denoise(
-        self, latents, noisy_latents, encoder_hidden_states, encoder_attention_mask, timesteps, generator,
-        callback_on_step_end, callback_on_step_end_tensor_inputs, progress_bar,
+        self,
+        latents,
+        noisy_latents,
+        encoder_hidden_states,
+        encoder_attention_mask,
+        timesteps,
+        generator,
+        callback_on_step_end,
+        callback_on_step_end_tensor_inputs,
+        progress_bar,
     ) -> torch.Tensor:
         """The DDIM loop for one batch of windows: initial `latents` -> the clean-speech latents.
 
@@ -449,7 +355,8 @@ class FUSEPipeline(DiffusionPipeline):
                 if encoder_attention_mask is not None:
                     mask = torch.cat([torch.ones_like(encoder_attention_mask), encoder_attention_mask])
                 prediction = self.unet(
-                    torch.cat([model_input] * 2), t,
+                    torch.cat([model_input] * 2),
+                    t,
                     encoder_hidden_states=torch.cat([torch.zeros_like(encoder_hidden_states), encoder_hidden_states]),
                     encoder_attention_mask=mask,
                 ).sample
@@ -457,7 +364,9 @@ class FUSEPipeline(DiffusionPipeline):
                 prediction = prediction_uncond + self._guidance_scale * (prediction_cond - prediction_uncond)
             else:
                 prediction = self.unet(
-                    model_input, t, encoder_hidden_states=encoder_hidden_states,
+                    model_input,
+                    t,
+                    encoder_hidden_states=encoder_hidden_states,
                     encoder_attention_mask=encoder_attention_mask,
                 ).sample.float()
             latents = self.scheduler.step(prediction, t, latents.float(), generator=generator).prev_sample
@@ -556,8 +465,17 @@ class FUSEPipeline(DiffusionPipeline):
 
         # 1. Check inputs. Raise a ValueError naming the first bad one
         self.check_inputs(
-            audio, sampling_rate, num_inference_steps, guidance_scale, noise_scale, attenuation_limit_db,
-            generator, latents, batch_size, output_type, callback_on_step_end_tensor_inputs,
+            audio,
+            sampling_rate,
+            num_inference_steps,
+            guidance_scale,
+            noise_scale,
+            attenuation_limit_db,
+            generator,
+            latents,
+            batch_size,
+            output_type,
+            callback_on_step_end_tensor_inputs,
         )
         self._guidance_scale = float(guidance_scale)
         self._interrupt = False
@@ -597,9 +515,7 @@ class FUSEPipeline(DiffusionPipeline):
                 # 6.1 Encode the noisy windows: spectrogram -> VAE latent, waveform -> BEATs tokens
                 waveform = self._gather_windows(clips, batch, window).to(device)
                 with autocast:
-                    noisy_latents, compressed, frames = encode_spectral_latents(
-                        self.vae, waveform, self.frame_multiple
-                    )
+                    noisy_latents, compressed, frames = encode_spectral_latents(self.vae, waveform, self.frame_multiple)
                 noisy_latents = noisy_latents.to(dtype)
                 encoder_hidden_states, encoder_attention_mask = self.encode_condition(waveform, None)
 
@@ -609,8 +525,15 @@ class FUSEPipeline(DiffusionPipeline):
                 initial = torch.stack([noise[i][c, :, :, offset : offset + width] for i, c, offset in offsets])
                 with autocast:
                     clean_latents = self.denoise(
-                        initial, noisy_latents, encoder_hidden_states, encoder_attention_mask, timesteps,
-                        step_generator, callback_on_step_end, callback_on_step_end_tensor_inputs, progress_bar,
+                        initial,
+                        noisy_latents,
+                        encoder_hidden_states,
+                        encoder_attention_mask,
+                        timesteps,
+                        step_generator,
+                        callback_on_step_end,
+                        callback_on_step_end_tensor_inputs,
+                        progress_bar,
                     )
 
                 # 6.3 Decode to waveforms and cross-fade them into place
@@ -639,31 +562,14 @@ class FUSEPipeline(DiffusionPipeline):
         return FUSEPipelineOutput(audios=audios, sampling_rate=rates)
 
     @staticmethod
-    def _gather_windows(clips: list[_Clip], batch, window: int) -> torch.Tensor:
+    def _gather_windows(clips: list[Clip], batch, window: int) -> torch.Tensor:
         """Stacks the batch's windows `(batch, window)`. Only clips shorter than a window (or the last few
         milliseconds of a clip) run short; they are extended by mirroring, never by silence."""
         return torch.from_numpy(
             np.stack([pad_reflect(clips[i].audio[ch, start : start + window], window) for i, ch, start, _ in batch])
         )
 
-    def postprocess_audio(self, clip: _Clip, enhanced: np.ndarray, attenuation_limit_db, output_type):
-        """`(channels, samples)` at the model's rate -> the clip's rate, length and layout; mixes the input back
-        for `attenuation_limit_db` and scales the result down if it would clip."""
-        enhanced = resample(enhanced, self.sampling_rate, clip.sampling_rate)
-        length = clip.original.shape[1]
-        if enhanced.shape[1] < length:
-            enhanced = np.pad(enhanced, ((0, 0), (0, length - enhanced.shape[1])))
-        enhanced = enhanced[:, :length]
-        if attenuation_limit_db is not None:
-            floor = 10.0 ** (-abs(float(attenuation_limit_db)) / 20.0)
-            enhanced = floor * clip.original + (1.0 - floor) * enhanced
-        (limited,) = avoid_clipping(enhanced)
-        if limited is not enhanced:
-            gain = float(np.max(np.abs(limited)) / np.max(np.abs(enhanced)))
-            logger.warning(f"The enhanced audio peaked above 0 dBFS; scaled it by {20 * np.log10(gain):.1f} dB.")
-        enhanced = limited
-        if clip.was_1d:
-            enhanced = enhanced[0]
-        if output_type == "pt":
-            return torch.from_numpy(np.ascontiguousarray(enhanced))
-        return enhanced
+    def postprocess_audio(self, clip: Clip, enhanced: np.ndarray, attenuation_limit_db, output_type):
+        """`(channels, samples)` at the model's rate -> the clip's rate, length and layout ([`restore_clip`]); mixes
+        the input back for `attenuation_limit_db` and scales the result down if it would clip."""
+        return restore_clip(clip, enhanced, self.sampling_rate, attenuation_limit_db, output_type)

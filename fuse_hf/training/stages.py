@@ -379,7 +379,7 @@ class DiffusionStage(Stage):
     @torch.no_grad()
     def encode(self, clean: torch.Tensor, noisy: torch.Tensor, accelerator):
         """Frozen encoders: `(clean latents, noisy latents, BEATs tokens)` for waveforms `(batch, samples)`."""
-        from ..pipelines.pipeline_fuse import encode_condition, encode_spectral_latents
+        from ..pipelines.encoding import encode_condition, encode_spectral_latents
 
         # The whole batch in one pass: the validation pipeline switches this shared VAE to slicing (window by window).
         self.vae.disable_slicing()

@@ -439,6 +439,32 @@ class _TransformerEncoder(nn.Module):
                 layer.self_attn.relative_attention_bias.weight.requires_grad_(False)
             self._register_state_dict_hook(_sync_relative_attention_bias)
 
+    @classmethod
+    def from_config(cls, config: BEATsConfig, **overrides) -> _TransformerEncoder:
+        """The encoder that `config` describes; `overrides` replace some of its arguments (BEATs pre-training builds
+        its label predictor this way, with its own number of layers, no layer drop and no gradient decay)."""
+        arguments = dict(
+            embed_dim=config.encoder_embed_dim,
+            ffn_embed_dim=config.encoder_ffn_embed_dim,
+            num_layers=config.encoder_layers,
+            num_heads=config.encoder_attention_heads,
+            activation_fn=config.activation_fn,
+            layer_norm_first=config.layer_norm_first,
+            deep_norm=config.deep_norm,
+            dropout=config.dropout,
+            attention_dropout=config.attention_dropout,
+            activation_dropout=config.activation_dropout,
+            layerdrop=config.encoder_layerdrop,
+            conv_pos=config.conv_pos,
+            conv_pos_groups=config.conv_pos_groups,
+            relative_position_embedding=config.relative_position_embedding,
+            num_buckets=config.num_buckets,
+            max_distance=config.max_distance,
+            gru_rel_pos=config.gru_rel_pos,
+            layer_wise_gradient_decay_ratio=config.layer_wise_gradient_decay_ratio,
+        )
+        return cls(**{**arguments, **overrides})
+
     def _reset_parameters(self, conv_pos: int, embed_dim: int, deep_norm: bool, num_layers: int) -> None:
         """The reference initialisation (only matters for training from scratch)."""
         conv = self.pos_conv[0]
@@ -632,26 +658,7 @@ class BEATsModel(BEATsPreTrainedModel):
             1, embed_dim, kernel_size=config.input_patch_size, stride=config.input_patch_size, bias=config.conv_bias
         )
         self.input_dropout = nn.Dropout(config.dropout_input)
-        self.encoder = _TransformerEncoder(
-            embed_dim=width,
-            ffn_embed_dim=config.encoder_ffn_embed_dim,
-            num_layers=config.encoder_layers,
-            num_heads=config.encoder_attention_heads,
-            activation_fn=config.activation_fn,
-            layer_norm_first=config.layer_norm_first,
-            deep_norm=config.deep_norm,
-            dropout=config.dropout,
-            attention_dropout=config.attention_dropout,
-            activation_dropout=config.activation_dropout,
-            layerdrop=config.encoder_layerdrop,
-            conv_pos=config.conv_pos,
-            conv_pos_groups=config.conv_pos_groups,
-            relative_position_embedding=config.relative_position_embedding,
-            num_buckets=config.num_buckets,
-            max_distance=config.max_distance,
-            gru_rel_pos=config.gru_rel_pos,
-            layer_wise_gradient_decay_ratio=config.layer_wise_gradient_decay_ratio,
-        )
+        self.encoder = _TransformerEncoder.from_config(config)
         self.layer_norm = nn.LayerNorm(embed_dim)
         if config.finetuned_model:
             self.head_dropout = nn.Dropout(config.predictor_dropout)
