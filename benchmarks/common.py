@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"
 BUNDLED_MODEL = REPO / "pipelines" / "fuse-small"
 DEFAULT_CORPUS = Path(os.environ.get("FUSE_CORPUS", "~/.cache/fuse-corpus")).expanduser()
+DEFAULT_CORPUS_V2 = Path(os.environ.get("FUSE_CORPUS_V2", "~/.cache/fuse-corpus-v2")).expanduser()
 
 # CPU features that decide how fast the pipeline runs: bf16 autocast needs native bf16 (AVX512-BF16 or AMX).
 _SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
@@ -85,22 +85,14 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def _finite_or_none(value: Any) -> Any:
-    """`value` with every NaN or +-Inf float inside it replaced by None (strict JSON has no such numbers)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _finite_or_none(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_or_none(item) for item in value]
-    return value
-
-
 def write_json(path: str | os.PathLike, data: Any, indent: int = 2) -> Path:
-    """Writes `data` as strict JSON (NaN and +-Inf as null), creating the folder; returns the path."""
+    """Writes `data` as strict JSON (NaN and +-Inf as null: `fuse_hf.evaluate.json_safe`), creating the folder;
+    returns the path."""
+    from fuse_hf.evaluate import json_safe  # not at the top: the thread pools are sized before numpy loads
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_finite_or_none(data), indent=indent))
+    path.write_text(json.dumps(json_safe(data), indent=indent))
     return path
 
 

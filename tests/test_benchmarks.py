@@ -1,5 +1,6 @@
-"""The benchmarks' own code: the baseline enhancers, the BEATs linear probe, the quality benchmark's evaluation set
-and systems, and the helpers the scripts share (corpus-free: a tiny corpus is written to a temporary folder)."""
+"""The benchmarks' own code: the baseline enhancers, the BEATs linear probe, the quality benchmark's evaluation sets
+(the stranger split of corpus v2 and the v1 pairs), systems, summaries and acceptance checks, and the helpers the
+scripts share (corpus-free: tiny corpora are written to a temporary folder)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,43 @@ import math
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from benchmarks import peers
 from benchmarks.common import markdown_table, write_json
 from benchmarks.linear_probe import fit_linear_probe, probe_features, row_targets_from_samples
-from benchmarks.quality.evaluation_set import NOISE_TYPES, SNRS_DB, limit_pairs, plan_pairs, render_pair
-from benchmarks.quality.report import summarise
-from benchmarks.quality.run import ALL_SYSTEMS, fuse_settings, make_enhancer, parse_systems
+from benchmarks.quality.evaluation_set import (
+    NOISE_TYPES,
+    SNRS_DB,
+    STRANGER_BUCKETS,
+    limit_pairs,
+    load_stranger_pair,
+    pair_audio,
+    plan_pairs,
+    plan_stranger,
+    read_stranger_mixtures,
+    render_pair,
+)
+from benchmarks.quality.report import (
+    checklist,
+    group_labels,
+    group_table,
+    make_plots,
+    stranger_acceptance,
+    summarise,
+    write_markdown,
+)
+from benchmarks.quality.run import (
+    ALL_SYSTEMS,
+    fuse_settings,
+    guidance_variants,
+    high_band_db,
+    make_enhancer,
+    parse_systems,
+    silence_check,
+)
+from fuse_hf import data as D
 from fuse_hf import metrics as M
 from fuse_hf.audio import SAMPLE_RATE, resample, save_audio
 from test_metrics import add_noise, voiced
@@ -103,19 +133,10 @@ def test_row_targets_average_each_rows_span():
 
 
 def test_probe_features_pool_each_patch_row():
-    from fuse_hf.factory import make_conditioner
+    from fuse_hf.factory import TINY_BEATS, make_conditioner
 
     torch.manual_seed(0)
-    model = make_conditioner(
-        input_patch_size=16,
-        embed_dim=32,
-        encoder_layers=1,
-        encoder_embed_dim=32,
-        encoder_ffn_embed_dim=64,
-        encoder_attention_heads=2,
-        conv_pos=16,
-        conv_pos_groups=4,
-    ).eval()
+    model = make_conditioner(**{**TINY_BEATS, "encoder_layers": 1}).eval()
     waveform = 0.1 * torch.randn(2, 16000)
     pooled = probe_features(model, waveform)
     tokens, _ = model.encode_tokens(waveform, None, padding_mode="patch")
@@ -199,11 +220,20 @@ def test_rendered_pairs_mix_at_the_planned_snr(corpus):
 def test_systems_and_their_settings():
     assert parse_systems("fuse@6,peers") == ["identity", "noisereduce", "deepfilternet3", "fuse@6"]
     assert parse_systems("all") == list(ALL_SYSTEMS)
-    with pytest.raises(ValueError, match="unknown system 'fuse@3'"):
-        parse_systems("fuse@3")
+    assert {"fuse@6-g0", "fuse@6-g2", "fuse@6-g3"} <= set(parse_systems("headline"))
+    # The grammar fuse@N[-gG][-nS]: named systems in the canonical order, others after them as given.
+    assert parse_systems("fuse@3-g1.5,fuse@6-g2,identity,fuse@3-g1.5") == ["identity", "fuse@6-g2", "fuse@3-g1.5"]
+    for bad in ("fuse@six", "fuse@0", "fuse@6-x1", "fuse@6g2", "wiener"):
+        with pytest.raises(ValueError, match=f"unknown system '{bad}'"):
+            parse_systems(bad)
+    with pytest.raises(ValueError, match="twice"):
+        parse_systems("fuse@6-g1-g2")
     assert fuse_settings("fuse@6") == {"num_inference_steps": 6}
     assert fuse_settings("fuse@6-g0") == {"num_inference_steps": 6, "guidance_scale": 0.0}
+    assert fuse_settings("fuse@6-g2-n0.5") == {"num_inference_steps": 6, "guidance_scale": 2.0, "noise_scale": 0.5}
     assert fuse_settings("fuse@1-n0.250000") == {"num_inference_steps": 1, "noise_scale": 0.25}
+    systems = ["identity", "fuse@1", "fuse@6-g3", "fuse@6", "fuse@6-n1", "fuse@6-g0"]
+    assert guidance_variants(systems) == [(0.0, "fuse@6-g0"), (1.0, "fuse@6"), (3.0, "fuse@6-g3")]
 
 
 def test_fuse_enhancer_is_seeded_and_keeps_the_length(tiny_pipeline):
@@ -226,6 +256,257 @@ def test_summaries_skip_unscorable_pairs():
     assert summary["overall"]["pesq"] == 1.5 and summary["overall"]["si_sdr"] == 3.0 and summary["overall"]["n"] == 2
     assert summary["out_of_domain"]["pesq"] == 3.0 and math.isnan(summary["out_of_domain"]["si_sdr"])
     assert summary["by_source"]["fillets-nl"]["si_sdr"] == 4.0 and math.isnan(summary["by_snr"]["5.0"]["pesq"])
+
+
+# --------------------------------------------------------------------------- quality benchmark: stranger split
+
+
+@pytest.fixture
+def corpus_v2(tmp_path, make_speech):
+    """A corpus v2 with a stranger split in the layout of the real one (dev_stranger/mixtures.csv and the WAVs of
+    each pair): per SNR bucket 5 mixtures, 3 Italian (narrowband, noises babble, music, babble) and 2 Romanian
+    (wideband, noises typing, music); pair0000 lasts 1.5 s, the others 0.5 s."""
+    rows, kinds = [], ("babble", "typing", "music", "music", "babble")
+    for b, bucket in enumerate(STRANGER_BUCKETS):
+        for i in range(5):
+            name = f"pair{5 * b + i:04d}"
+            clean = make_speech(1.5 if name == "pair0000" else 0.5, seed=5 * b + i)[0]
+            snr = "clean" if bucket == "clean" else bucket
+            noisy = clean if snr == "clean" else add_noise(clean, float(bucket), seed=b)
+            for kind, audio in (("clean", clean), ("noisy", noisy)):
+                save_audio(tmp_path / f"dev_stranger/mixtures/{kind}/{name}.wav", audio, SR, subtype="FLOAT")
+            italian = i % 2 == 0
+            rows.append(
+                {
+                    "name": name,
+                    "snr_db": snr,
+                    "clean": f"dev_stranger/mixtures/clean/{name}.wav",
+                    "noisy": f"dev_stranger/mixtures/noisy/{name}.wav",
+                    "seconds": f"{clean.size / SR:.3f}",
+                    "language": "it" if italian else "ro",
+                    "speaker": "it-f" if italian else "ro-m",
+                    "bandwidth": "narrowband" if italian else "wideband",
+                    "cutoff_hz": "3750" if italian else "7700",
+                    "noise_kind": "" if snr == "clean" else kinds[i],
+                }
+            )
+    with open(tmp_path / "dev_stranger/mixtures.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return tmp_path
+
+
+def test_stranger_subset_is_seeded_stratified_and_balanced(corpus_v2):
+    rows = read_stranger_mixtures(corpus_v2)
+    pairs = plan_stranger(rows, seed=7, num=14, max_seconds=1.0)
+    # Determined by the seed and the mixtures alone, not by the order of mixtures.csv.
+    assert pairs == plan_stranger(list(reversed(rows)), seed=7, num=14, max_seconds=1.0)
+    assert pairs != plan_stranger(rows, seed=8, num=14, max_seconds=1.0)
+    # Round-robin over the buckets: every prefix of 7 holds each bucket once.
+    assert [p["snr_bucket"] for p in pairs] == list(STRANGER_BUCKETS) * 2
+    assert [p["id"] for p in limit_pairs(pairs, 7)] == [p["id"] for p in pairs[:7]]
+    for bucket in STRANGER_BUCKETS:
+        chosen = [p for p in pairs if p["snr_bucket"] == bucket]
+        # One Italian and one Romanian per bucket although 3 of 5 are Italian; two different noises.
+        assert sorted(p["language"] for p in chosen) == ["it", "ro"]
+        kinds = [p["noise_kind"] for p in chosen]
+        assert kinds == ["none", "none"] if bucket == "clean" else len(set(kinds)) == 2
+    assert {p["snr_db"] for p in pairs} == {None, -5.0, 0.0, 5.0, 10.0, 15.0, 20.0}
+    # 9 pairs: the first two buckets get one more.
+    counts = {b: sum(p["snr_bucket"] == b for p in plan_stranger(rows, 7, 9, 1.0)) for b in STRANGER_BUCKETS}
+    assert list(counts.values()) == [2, 2, 1, 1, 1, 1, 1]
+    # A pair keeps its FUSE seed whatever the size of the subset.
+    seeds = {p["id"]: p["seed"] for p in pairs}
+    assert all(seeds[p["id"]] == p["seed"] for p in plan_stranger(rows, 7, 35, 1.0) if p["id"] in seeds)
+    with pytest.raises(ValueError, match="Lower --num-stranger"):
+        plan_stranger(rows, seed=7, num=36, max_seconds=1.0)
+    with pytest.raises(ValueError, match="build_corpus.py"):
+        read_stranger_mixtures(corpus_v2 / "nowhere")
+
+
+def test_stranger_pairs_are_the_corpus_files(corpus_v2):
+    pairs = {p["id"]: p for p in plan_stranger(read_stranger_mixtures(corpus_v2), 7, 35, max_seconds=1.0)}
+    clean, noisy = load_stranger_pair(pairs["pair0001"], corpus_v2)
+    assert clean.dtype == noisy.dtype == np.float32 and clean.shape == noisy.shape == (SR // 2,)
+    stored, _ = sf.read(corpus_v2 / "dev_stranger/mixtures/noisy/pair0001.wav", dtype="float32")
+    assert np.array_equal(noisy, stored)
+    long_clean, long_noisy = pair_audio(pairs["pair0000"], {"v2": corpus_v2})  # 1.5 s: its first second
+    stored, _ = sf.read(corpus_v2 / "dev_stranger/mixtures/clean/pair0000.wav", dtype="float32")
+    assert long_clean.size == long_noisy.size == SR and np.array_equal(long_clean, stored[:SR])
+    clean, noisy = load_stranger_pair(pairs["pair0030"], corpus_v2)  # the clean bucket: noisy is the clean file
+    assert np.array_equal(clean, noisy)
+
+
+def test_high_band_energy_against_the_clean_speech():
+    white = np.random.default_rng(0).standard_normal(SR).astype(np.float32) * 0.1
+    assert high_band_db(white, white) == pytest.approx(0.0, abs=1e-9)
+    assert high_band_db(white, 0.5 * white) == pytest.approx(-6.02, abs=0.01)  # energy scales with the square
+    low_passed = D.apply_lowpass(white, 3000.0)
+    assert high_band_db(white, low_passed) < -30.0  # a band-limited output
+    assert high_band_db(low_passed, white) > 30.0  # noise added above the band of band-limited speech
+    # Only the band above 4 kHz counts: removing everything below it changes nothing.
+    assert high_band_db(white, white - D.apply_lowpass(white, 2000.0)) == pytest.approx(0.0, abs=0.5)
+    assert high_band_db(white, np.zeros_like(white)) == -120.0
+    assert math.isnan(high_band_db(np.zeros_like(white), white))
+
+
+def test_silence_check_measures_the_fuse_systems_only():
+    enhancers = {
+        "identity": lambda a, sr, seed: pytest.fail("not a FUSE system"),
+        "fuse@1": lambda a, sr, seed: a + np.float32(1e-3),  # -60 dBFS DC
+        "fuse@6": lambda a, sr, seed: a,
+    }
+    levels = silence_check(enhancers, seconds=0.5)
+    assert list(levels) == ["fuse@1", "fuse@6"]
+    assert levels["fuse@1"]["rms_dbfs"] == pytest.approx(-60.0, abs=0.01)
+    assert levels["fuse@1"]["peak_dbfs"] == pytest.approx(-60.0, abs=0.01)
+    assert levels["fuse@6"] == {"rms_dbfs": -200.0, "peak_dbfs": -200.0}
+
+
+def stranger_pair(bucket, language, kind, bandwidth="wideband"):
+    return {
+        "subset": "stranger",
+        "snr_bucket": bucket,
+        "language": language,
+        "noise_kind": kind,
+        "bandwidth": bandwidth,
+    }
+
+
+def test_stranger_summaries_aggregate_by_bucket_language_noise_and_bandwidth():
+    pairs = [
+        stranger_pair("-5", "it", "babble"),
+        stranger_pair("-5", "ro", "music", "narrowband"),
+        stranger_pair("0", "it", "music"),
+        stranger_pair("clean", "ro", "none"),
+        {"subset": "in-domain", "snr_db": 0.0, "noise_type": "white", "source": "hedgewars"},
+    ]
+    rows = [
+        {"pesq": 1.0, "si_sdr": 0.0, "hf4k_db": -4.0},
+        {"pesq": 2.0, "si_sdr": 4.0, "hf4k_db": 9.0},
+        {"pesq": 3.0, "si_sdr": math.nan, "hf4k_db": -2.0},
+        {"pesq": 4.5, "si_sdr": 120.0, "hf4k_db": 0.0},
+        {"pesq": 1.2, "si_sdr": 5.0},
+    ]
+    summary = summarise({"identity": rows}, pairs)["identity"]
+    # Overall: the noisy stranger mixtures only (neither the clean input nor the v1 pair).
+    assert summary["stranger"]["n"] == 3 and summary["stranger"]["pesq"] == 2.0 and summary["stranger"]["si_sdr"] == 2
+    by_snr = summary["stranger_by_snr"]
+    assert list(by_snr) == list(STRANGER_BUCKETS) and by_snr["-5"]["pesq"] == 1.5 and by_snr["0"]["n"] == 1
+    assert by_snr["clean"]["si_sdr"] == 120.0 and by_snr["5"]["n"] == 0 and math.isnan(by_snr["5"]["pesq"])
+    assert list(summary["stranger_by_language"]) == ["it", "ro"]
+    assert summary["stranger_by_language"]["it"]["pesq"] == 2.0 and summary["stranger_by_language"]["ro"]["n"] == 1
+    assert list(summary["stranger_by_noise"]) == ["babble", "music"]  # clean input is not a noise kind
+    assert summary["stranger_by_noise"]["music"]["pesq"] == 2.5
+    assert summary["stranger_by_bandwidth"]["wideband"]["si_sdr"] == 0.0  # the NaN left out
+    wide = summary["stranger_wideband_by_snr"]
+    assert wide["-5"]["hf4k_db"] == -4.0 and wide["noisy"]["hf4k_db"] == -3.0 and wide["all"]["hf4k_db"] == -2.0
+    assert summary["overall"]["pesq"] == 1.2  # the v1 parts are still there
+    one, languages = {"identity": summary}, ["it", "ro"]
+    labels = group_labels(one, "stranger_by_language", languages)
+    text = group_table(one, "stranger_by_language", languages, "pesq", ["identity"], "{:.2f}", labels)
+    assert (
+        text.splitlines()[0] == "| system | it (n=2) | ro (n=1) |"
+        and text.splitlines()[2] == "| identity | 2.00 | 2.00 |"
+    )
+    assert "stranger" not in summarise({"identity": rows[-1:]}, pairs[-1:])["identity"]
+
+
+def stranger_part(pesq, estoi, si_sdr, ovrl, hf=0.0):
+    return {"pesq": pesq, "estoi": estoi, "si_sdr": si_sdr, "dnsmos_ovrl": ovrl, "hf4k_db": hf, "n": 12}
+
+
+def stranger_system(overall, clean=None, **buckets):
+    """A summary of one system: `overall` in every bucket unless `buckets` (name -> part) says otherwise."""
+    by_snr = {b: buckets.get(f"b{b.replace('-', 'm')}", overall) for b in STRANGER_BUCKETS}
+    by_snr["clean"] = clean or overall
+    return {
+        "stranger": overall,
+        "stranger_by_snr": by_snr,
+        "stranger_wideband_by_snr": {**by_snr, "noisy": overall, "all": overall},
+    }
+
+
+@pytest.fixture
+def passing_summary():
+    return {
+        "identity": stranger_system(stranger_part(1.4, 0.60, 5.0, 1.6, hf=1.0)),
+        "deepfilternet3": stranger_system(stranger_part(1.6, 0.62, 8.0, 2.9)),
+        "fuse@6": stranger_system(
+            stranger_part(1.8, 0.65, 9.0, 2.5, hf=-1.0),
+            clean=stranger_part(3.9, 0.97, 16.0, 3.2, hf=-0.5),
+            b20=stranger_part(1.39, 0.585, 4.0, 1.7),  # loses 0.015 ESTOI and 0.01 PESQ-WB at 20 dB: allowed
+        ),
+        "fuse@6-g0": stranger_system(stranger_part(1.7, 0.64, 8.5, 2.4)),
+    }
+
+
+def test_stranger_acceptance_passes_and_fails(passing_summary):
+    silence = {"fuse@6": {"rms_dbfs": -80.0, "peak_dbfs": -60.0}}
+    checks = stranger_acceptance(passing_summary, silence)
+    assert all(ok for ok, _ in checks if ok is not None) and len([c for c in checks if c[0] is not None]) == 11
+    assert "Best PESQ-WB: 1" in checks[-1][1] and checks[-1][0] is None  # guidance: reported, not checked
+    lines = checklist(checks)
+    assert lines[0].startswith("- [x] overall (-5..20 dB)") and lines[-1].startswith("- guidance scale")
+
+    def failing(summary, silence=silence):
+        return [text.split(":")[0] for ok, text in stranger_acceptance(summary, silence) if ok is False]
+
+    worse = stranger_part(1.8, 0.59, 9.0, 2.5)  # ESTOI 0.01 below the noisy input's
+    summary = {**passing_summary, "fuse@6": {**passing_summary["fuse@6"]}}
+    summary["fuse@6"]["stranger_by_snr"] = {**summary["fuse@6"]["stranger_by_snr"], "10": worse, "20": worse}
+    assert failing(summary) == ["10 dB"]  # at 20 dB losing 0.01 ESTOI is allowed
+    for at_20 in (stranger_part(1.29, 0.60, 4.0, 1.7), stranger_part(1.4, 0.57, 4.0, 1.7)):  # -0.11 PESQ, -0.03 ESTOI
+        summary["fuse@6"]["stranger_by_snr"]["20"] = at_20
+        assert failing(summary) == ["10 dB", "20 dB"]
+    summary = {**passing_summary, "fuse@6": stranger_system(stranger_part(1.8, 0.65, 9.0, 2.5, hf=-9.0))}
+    assert "wideband speech" in failing(summary) and "clean input comes back" in failing(summary)  # 1.8 < 3.8
+    band_limited_clean = stranger_part(3.9, 0.97, 16.0, 3.2, hf=-10.0)  # masked by residual noise elsewhere
+    summary = {**passing_summary, "fuse@6": stranger_system(stranger_part(1.8, 0.65, 9.0, 2.5), band_limited_clean)}
+    assert failing(summary) == ["wideband speech"]
+    assert failing(passing_summary, {"fuse@6": {"rms_dbfs": -52.0, "peak_dbfs": -32.0}}) == [
+        "digital silence stays silent"
+    ]
+    assert failing(passing_summary, None) == ["digital silence stays silent"]  # not measured: not passed
+    summary = {**passing_summary, "deepfilternet3": stranger_system(stranger_part(1.9, 0.66, 8.0, 2.9))}
+    assert failing(summary) == ["beats DeepFilterNet3 on at least two of four overall (1)"]
+    missing = {**passing_summary, "fuse@6": stranger_system(stranger_part(1.8, math.nan, 9.0, 2.5))}
+    assert "overall (-5..20 dB)" in failing(missing)  # a metric that was not measured fails
+    assert stranger_acceptance({"identity": passing_summary["identity"]}) == [
+        (None, "fuse@6 was not run on the stranger split: no acceptance check.")
+    ]
+
+
+def test_stranger_report_renders_alone(tmp_path, passing_summary):
+    pairs = [stranger_pair(b, "it", "none" if b == "clean" else "babble") for b in STRANGER_BUCKETS]
+    scores = {
+        s: [{"pesq": 2.0, "estoi": 0.7, "si_sdr": 5.0, "hf4k_db": -1.0}] * len(pairs) for s in ("identity", "fuse@6")
+    }
+    result = {
+        "config": {"date": "today", "machine": "test", "threads": 1, "seed": 1, "timing_repeats": 1, "timing_clips": 1},
+        "systems": ["identity", "fuse@6"],
+        "pairs": pairs,
+        "scores": scores,
+        "summary": summarise(scores, pairs),
+        "silence": {"fuse@6": {"rms_dbfs": -75.0, "peak_dbfs": -55.0}},
+        "timing": {"identity": {"rtf": 0.0}, "fuse@6": {"rtf": 0.1}},
+        "runtime_s": {"total": 1.0},
+    }
+    result = json.loads(write_json(tmp_path / "r.json", result).read_text())  # as --render-only reads it
+    plots = make_plots(tmp_path, result, {})
+    assert list(plots) == ["metrics vs input SNR (stranger split)"] and (tmp_path / plots[list(plots)[0]]).is_file()
+    write_markdown(tmp_path / "results.md", result, plots)
+    text = (tmp_path / "results.md").read_text()
+    for heading in (
+        "## Stranger split: overall",
+        "## Stranger split by input SNR",
+        "## High band",
+        "## Digital silence",
+    ):
+        assert heading in text
+    assert "In-domain" not in text and "OVRL:" not in text  # no v1 pairs, no DNSMOS scored
+    assert "- [ ] 10 dB: fuse@6 beats the noisy input" in text and "- [x] digital silence stays silent" in text
 
 
 # ------------------------------------------------------------------------------------------ common
