@@ -1,9 +1,10 @@
 """Audio in and out of FUSE: the one home of audio I/O.
 
 Which files are audio (`AUDIO_EXTENSIONS`, `is_audio_file`, `list_audio_files`), reading and writing them
-(`load_audio`, `load_mono`, `save_audio`, `audio_info`), resampling (`resample`), checking arrays and sample rates
-(`as_channels_first`, `as_mono`, `check_sampling_rate`), limiting peaks (`avoid_clipping`) and the one-line form of
-an error (`first_line`). Everything else in `fuse_hf` calls these instead of soundfile, soxr or its own checks.
+(`load_audio`, `load_mono`, `save_audio`, `audio_info`), resampling (`resample`, and `StreamingResampler` for
+audio that arrives in pieces), checking arrays and sample rates (`as_channels_first`, `as_mono`,
+`check_sampling_rate`), levels (`avoid_clipping`, `RunningPeakLimiter`, `limit_attenuation`) and the one-line form
+of an error (`first_line`). Everything else in `fuse_hf` calls these instead of soundfile, soxr or its own checks.
 
 Waveforms are float in [-1, 1], shaped `(channels, samples)` for files and `(samples,)` for mono signals. The models
 run at :data:`SAMPLE_RATE` (16 kHz); other rates are resampled with soxr on the way in and out. The spectral front
@@ -68,6 +69,8 @@ __all__ = [
     "AUDIO_EXTENSIONS",
     "MIN_SAMPLES_16K",
     "SAMPLE_RATE",
+    "RunningPeakLimiter",
+    "StreamingResampler",
     "AudioDataWarning",
     "AudioInfo",
     "as_channels_first",
@@ -77,6 +80,7 @@ __all__ = [
     "check_sampling_rate",
     "first_line",
     "is_audio_file",
+    "limit_attenuation",
     "list_audio_files",
     "load_audio",
     "load_mono",
@@ -310,6 +314,38 @@ def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     return _resample(np.asarray(audio, dtype=np.float32), orig_sr, target_sr)
 
 
+class StreamingResampler:
+    """`resample` for a signal that arrives in pieces: `(channels, samples)` float32 pieces in, the resampled samples
+    that are ready out, keeping only soxr's filter state between calls.
+
+    The pieces concatenated equal `resample` of the whole signal bit for bit (soxr's streaming and one-shot
+    interfaces run the same filter), whatever their sizes; equal rates pass the audio through untouched.
+
+    Args:
+        orig_sr, target_sr: rates in Hz.
+        channels: the channel count of every piece.
+    """
+
+    def __init__(self, orig_sr: int, target_sr: int, channels: int):
+        self.orig_sr, self.target_sr, self.channels = int(orig_sr), int(target_sr), int(channels)
+        self._stream = None
+        if self.orig_sr != self.target_sr:
+            import soxr
+
+            self._stream = soxr.ResampleStream(
+                self.orig_sr, self.target_sr, self.channels, dtype="float32", quality="HQ"
+            )
+
+    def __call__(self, audio: np.ndarray, last: bool = False) -> np.ndarray:
+        """Resamples the next piece `(channels, samples)` (possibly empty); `last=True` also flushes the filter's
+        tail. Returns `(channels, samples')` float32, possibly empty."""
+        audio = np.asarray(audio, dtype=np.float32)
+        if self._stream is None:
+            return audio
+        out = self._stream.resample_chunk(np.ascontiguousarray(audio.T), last=last)
+        return np.ascontiguousarray(np.asarray(out, dtype=np.float32).reshape(-1, self.channels).T)
+
+
 # ----------------------------------------------------------------------------------------------- checks
 
 
@@ -407,3 +443,41 @@ def avoid_clipping(*signals: np.ndarray, peak: float = 0.99) -> tuple[np.ndarray
         return signals
     gain = np.float32(peak / top)
     return tuple((s * gain).astype(np.float32) for s in signals)
+
+
+def limit_attenuation(enhanced: np.ndarray, noisy: np.ndarray, attenuation_limit_db: float | None) -> np.ndarray:
+    """Mixes the noisy input back so that at most `attenuation_limit_db` dB of noise are removed (DeepFilterNet's
+    attenuation limit): ``floor * noisy + (1 - floor) * enhanced`` with ``floor = 10 ** (-dB / 20)``, sample by
+    sample (so a stream can mix piece by piece). None: `enhanced` unchanged. Arrays of one shape, float32."""
+    if attenuation_limit_db is None:
+        return enhanced
+    floor = 10.0 ** (-abs(float(attenuation_limit_db)) / 20.0)
+    return floor * noisy + (1.0 - floor) * enhanced
+
+
+class RunningPeakLimiter:
+    """`avoid_clipping` for a signal given out piece by piece, before its loudest sample is known.
+
+    Each piece is scaled by one gain computed from the largest |sample| seen so far, exactly as `avoid_clipping`
+    computes it: pieces from the loudest one on get the gain `avoid_clipping` gives the whole signal (the same
+    samples), earlier pieces the larger gain of their time (they are out already and cannot be turned down).
+    Never clips, never scales up.
+    """
+
+    def __init__(self, peak: float = 0.99):
+        self.peak = peak
+        self.top = 0.0  # the largest |sample| seen so far
+
+    @property
+    def gain(self) -> float:
+        """The gain the last piece got (1.0 until something peaked above `peak`)."""
+        return 1.0 if self.top <= self.peak else float(np.float32(self.peak / self.top))
+
+    def __call__(self, audio: np.ndarray) -> np.ndarray:
+        """Scales the next piece (any shape); returns it unchanged (the same object) while nothing peaked above
+        `peak`."""
+        if np.size(audio):
+            self.top = max(self.top, float(np.max(np.abs(audio))))
+        if self.top <= self.peak:
+            return audio
+        return (audio * np.float32(self.peak / self.top)).astype(np.float32)

@@ -1,4 +1,4 @@
-"""The `fuse-hf` command line: enhance files and folders, evaluate results, convert BEATs, share models.
+"""The `fuse-hf` command line: enhance files, folders and live streams, evaluate results, convert BEATs, share models.
 
 Each subcommand is a module of this package with `add_parser(subparsers)` and `run(args) -> exit code`; this file
 wires them together. The modules import only argparse at the top, so that `fuse-hf --help` answers without
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 __all__ = ["SUBCOMMANDS", "build_parser", "error", "main"]
 
 # Modules of this package, in the order `fuse-hf --help` lists their subcommands.
-SUBCOMMANDS = ("enhance", "evaluate", "convert_beats", "push")
+SUBCOMMANDS = ("enhance", "stream", "evaluate", "convert_beats", "push")
 
 
 def error(message: str, command: str | None = None) -> int:

@@ -21,11 +21,12 @@ from ..audio import (
     as_channels_first,
     avoid_clipping,
     check_sampling_rate,
+    limit_attenuation,
     load_audio,
     resample,
 )
 
-__all__ = ["AudioInput", "Clip", "load_clips", "restore_clip"]
+__all__ = ["AudioInput", "Clip", "as_output", "check_length", "load_clips", "restore_clip"]
 
 logger = logging.get_logger(__name__)
 
@@ -61,14 +62,29 @@ def load_clips(audio: AudioInput | list[AudioInput], sampling_rate: int | None, 
             was_1d = np.ndim(array) == 1
             original = as_channels_first(array)
         resampled = resample(original, rate, model_rate)
-        min_samples = math.ceil(MIN_SAMPLES_16K * model_rate / SAMPLE_RATE)
-        if resampled.shape[1] < min_samples:
-            raise ValueError(
-                f"audio is {original.shape[1]} samples long ({1000 * original.shape[1] / rate:.1f} ms); "
-                f"at least {1000 * MIN_SAMPLES_16K / SAMPLE_RATE:.0f} ms is needed."
-            )
+        check_length(original.shape[1], rate, resampled.shape[1], model_rate)
         clips.append(Clip(audio=resampled, original=original, sampling_rate=rate, was_1d=was_1d))
     return clips
+
+
+def check_length(samples: int, rate: int, resampled: int, model_rate: int) -> None:
+    """Raises a one-line ValueError when a clip of `samples` samples at `rate` Hz, `resampled` at `model_rate`, is
+    too short to enhance (under 5 ms)."""
+    if resampled < math.ceil(MIN_SAMPLES_16K * model_rate / SAMPLE_RATE):
+        raise ValueError(
+            f"audio is {samples} samples long ({1000 * samples / rate:.1f} ms); "
+            f"at least {1000 * MIN_SAMPLES_16K / SAMPLE_RATE:.0f} ms is needed."
+        )
+
+
+def as_output(audio: np.ndarray, was_1d: bool, output_type: str = "np"):
+    """`(channels, samples)` float32 -> the input's layout (`(samples,)` when it was 1-D), as numpy (`"np"`) or
+    torch (`"pt"`)."""
+    if was_1d:
+        audio = audio[0]
+    if output_type == "pt":
+        return torch.from_numpy(np.ascontiguousarray(audio))
+    return audio
 
 
 def restore_clip(
@@ -80,17 +96,9 @@ def restore_clip(
     length = clip.original.shape[1]
     if enhanced.shape[1] < length:
         enhanced = np.pad(enhanced, ((0, 0), (0, length - enhanced.shape[1])))
-    enhanced = enhanced[:, :length]
-    if attenuation_limit_db is not None:
-        floor = 10.0 ** (-abs(float(attenuation_limit_db)) / 20.0)
-        enhanced = floor * clip.original + (1.0 - floor) * enhanced
+    enhanced = limit_attenuation(enhanced[:, :length], clip.original, attenuation_limit_db)
     (limited,) = avoid_clipping(enhanced)
     if limited is not enhanced:
         gain = float(np.max(np.abs(limited)) / np.max(np.abs(enhanced)))
         logger.warning(f"The enhanced audio peaked above 0 dBFS; scaled it by {20 * np.log10(gain):.1f} dB.")
-    enhanced = limited
-    if clip.was_1d:
-        enhanced = enhanced[0]
-    if output_type == "pt":
-        return torch.from_numpy(np.ascontiguousarray(enhanced))
-    return enhanced
+    return as_output(limited, clip.was_1d, output_type)

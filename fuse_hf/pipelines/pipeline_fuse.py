@@ -6,7 +6,8 @@ frozen BEATs tokens of the noisy input -> VAE decoder -> inverse STFT -> enhance
 The front end (sample rate, STFT, compression) is read from the VAE's config, so a saved pipeline describes the
 signal it works on. Beside this module: `clips.py` takes the inputs in and gives the outputs back at their own rate
 and layout, `encoding.py` holds the encoders of the noisy input that training shares, `precision.py` the choice of
-bf16 autocast and weight layout.
+bf16 autocast and weight layout, `noise.py` the initial noise and `streaming.py` the enhancement of audio that
+arrives in chunks (`FUSEPipeline.stream`).
 """
 
 from __future__ import annotations
@@ -23,14 +24,15 @@ from diffusers import DDIMScheduler, DiffusionPipeline, UNet2DConditionModel
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.pipelines.pipeline_utils import AudioPipelineOutput
 from diffusers.utils import replace_example_docstring
-from diffusers.utils.torch_utils import randn_tensor
 
 from ..audio import check_sampling_rate, first_line
 from ..spectral import to_waveform
-from ..windows import crossfade_weights, overlaps, pad_reflect, window_starts
+from ..windows import crossfade_weights, overlaps, pad_reflect, window_geometry, window_starts
 from .clips import AudioInput, Clip, load_clips, restore_clip
 from .encoding import encode_condition, encode_spectral_latents
+from .noise import DEFAULT_NOISE_SCALE, LatentNoise
 from .precision import PRECISIONS, autocast_context, uses_channels_last
+from .streaming import FUSEStreamingMixin
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -47,9 +49,6 @@ EXAMPLE_DOC_STRING = """
         ```
 """
 
-# Chosen on a dev set of in-domain valid mixtures (not the benchmark's pairs): `benchmarks/bench_noise_scale.py`,
-# `docs/sampling.md`.
-DEFAULT_NOISE_SCALE = 0.25
 # What diffusers, transformers and torch say when a checkpoint's tensors do not fit the model its config builds.
 _WEIGHT_MISMATCH = re.compile(
     r"expected shape|size mismatch|Error\(s\) in loading state_dict|Missing key\(s\)|Unexpected key\(s\)"
@@ -75,14 +74,14 @@ def _is_weight_mismatch(err: BaseException) -> bool:
     return bool(_WEIGHT_MISMATCH.search(str(err)))
 
 
-class FUSEPipeline(DiffusionPipeline):
+class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
     r"""Speech enhancement by latent diffusion, guided by BEATs features of the noisy input.
 
-    Long inputs are cut into fixed windows (the UNet's training size) that overlap and are cross-faded back,
-    so memory does not grow with the input length; windows of all clips and channels are batched together
-    (`batch_size`) for the UNet. The VAE runs window by window (diffusers' VAE slicing, switched on here): at full
-    spectrogram resolution a batch costs ~50 MB a window and saves no time on a CPU. `pipe.vae.disable_slicing()`
-    lets it take the whole batch.
+    Long inputs are cut into fixed windows (the UNet's training size, or `window_seconds`) that overlap and are
+    cross-faded back, so memory does not grow with the input length; windows of all clips and channels are batched
+    together (`batch_size`) for the UNet. `stream` enhances audio that arrives in chunks, window by window. The VAE
+    runs window by window (diffusers' VAE slicing, switched on here): at full spectrogram resolution a batch costs
+    ~50 MB a window and saves no time on a CPU. `pipe.vae.disable_slicing()` lets it take the whole batch.
 
     The sample rate, STFT and compression are the VAE's (`vae.config.sampling_rate`, `n_fft`, `hop_length`,
     `window`, `compression_exponent`, `compression_factor`); inputs at other rates are resampled to it and back.
@@ -209,16 +208,18 @@ class FUSEPipeline(DiffusionPipeline):
         """Samples per latent frame: windows start on multiples of it so that they share one noise field."""
         return self.vae.config.hop_length * self.vae.downsample_factor
 
-    def _window_geometry(self) -> tuple[int, int]:
-        """`(window_samples, stride_samples)` of the overlapping windows."""
-        frames, factor = self.window_frames, self.vae.downsample_factor
-        # Windows are enhanced independently, so the overlap is pure cost: 1/32 of a window (8 frames, 64 ms for
-        # fuse-small) is enough for the cross-fade, and lets a 4 s clip take 2 windows instead of 3 (with 1/8).
-        overlap_frames = max(factor, (frames // 32) // factor * factor)
-        stride_frames = frames - overlap_frames
-        hop = self.vae.config.hop_length
-        # A window of (frames - 1) hops yields exactly `frames` STFT frames with centred frames.
-        return (frames - 1) * hop, stride_frames * hop
+    def _window_geometry(self, window_seconds: float | None = None, overlap_seconds: float | None = None):
+        """`(window_samples, stride_samples)` of the overlapping windows ([`window_geometry`]): the trained window,
+        or one of about `window_seconds` (a shorter one lowers a stream's latency)."""
+        hop, factor, rate = self.vae.config.hop_length, self.vae.downsample_factor, self.sampling_rate
+        return window_geometry(
+            self.window_frames, hop, factor, self.frame_multiple, rate, window_seconds, overlap_seconds
+        )
+
+    def _latent_width(self, window: int) -> int:
+        """Latent frames the UNet sees for a window of `window` samples."""
+        frames = window // self.vae.config.hop_length + 1
+        return math.ceil(frames / self.frame_multiple) * self.frame_multiple // self.vae.downsample_factor
 
     # ------------------------------------------------------------------------------------------ state
 
@@ -241,6 +242,22 @@ class FUSEPipeline(DiffusionPipeline):
 
     # ------------------------------------------------------------------------------------------ steps
 
+    @staticmethod
+    def check_settings(num_inference_steps, guidance_scale, noise_scale, attenuation_limit_db, batch_size, output_type):
+        """Validates the settings `__call__` and `stream` share; raises a one-line `ValueError` naming a bad one."""
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}.")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+        if guidance_scale is None or not math.isfinite(float(guidance_scale)) or guidance_scale < 0:
+            raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}.")
+        if noise_scale is None or not math.isfinite(float(noise_scale)) or noise_scale < 0:
+            raise ValueError(f"noise_scale must be a finite number >= 0, got {noise_scale!r}.")
+        if attenuation_limit_db is not None and not (float(attenuation_limit_db) > 0):
+            raise ValueError(f"attenuation_limit_db must be a positive number of dB, got {attenuation_limit_db!r}.")
+        if output_type not in ("np", "pt"):
+            raise ValueError(f"output_type must be 'np' or 'pt', got {output_type!r}.")
+
     def check_inputs(
         self,
         audio,
@@ -257,18 +274,9 @@ class FUSEPipeline(DiffusionPipeline):
     ) -> None:
         """Validates the arguments; raises a one-line `ValueError` naming the first bad one. Reads no audio: the
         contents of files and arrays are checked as they are loaded (`prepare_audio`)."""
-        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}.")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-        if guidance_scale is None or not math.isfinite(float(guidance_scale)) or guidance_scale < 0:
-            raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}.")
-        if noise_scale is None or not math.isfinite(float(noise_scale)) or noise_scale < 0:
-            raise ValueError(f"noise_scale must be a finite number >= 0, got {noise_scale!r}.")
-        if attenuation_limit_db is not None and not (float(attenuation_limit_db) > 0):
-            raise ValueError(f"attenuation_limit_db must be a positive number of dB, got {attenuation_limit_db!r}.")
-        if output_type not in ("np", "pt"):
-            raise ValueError(f"output_type must be 'np' or 'pt', got {output_type!r}.")
+        self.check_settings(
+            num_inference_steps, guidance_scale, noise_scale, attenuation_limit_db, batch_size, output_type
+        )
         if callback_on_step_end_tensor_inputs is not None:
             unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
             if unknown:
@@ -299,25 +307,22 @@ class FUSEPipeline(DiffusionPipeline):
         """
         return load_clips(audio, sampling_rate, self.sampling_rate)
 
-    def prepare_latents(self, last_start, channels, generator, latents, device, dtype):
-        """Initial noise as one field per clip over its whole latent time axis, so that overlapping windows
-        share noise where they overlap and the output does not depend on how windows are batched.
+    def prepare_latents(self, last_start, channels, generator, latents, device, dtype, window: int | None = None):
+        """Initial noise as one field per clip over its whole latent time axis ([`LatentNoise`]), so that
+        overlapping windows share noise where they overlap and the output does not depend on how windows are
+        batched, nor on whether the clip is enhanced whole or streamed.
 
-        `last_start` is the start sample of the clip's last window. Returns a
-        `(channels, latent_channels, latent_freq, latent_frames)` tensor.
+        `last_start` is the start sample of the clip's last window, `window` the window length in samples (default:
+        the trained one). Returns a `(channels, latent_channels, latent_freq, latent_frames)` tensor.
         """
-        c = self.unet.config.out_channels
-        f = self.vae.config.sample_size // self.vae.downsample_factor
-        window_latent = self.window_frames // self.vae.downsample_factor
-        total = last_start // self._latent_hop + window_latent
-        shape = (channels, c, f, total)
+        noise = LatentNoise.for_pipeline(self, channels, generator)
+        total = last_start // self._latent_hop + self._latent_width(window or self._window_geometry()[0])
+        shape = (*noise.shape, total)
         if latents is not None:
             if tuple(latents.shape) != shape:
                 raise ValueError(f"latents must have shape {shape} for this input, got {tuple(latents.shape)}.")
             return latents.to(device=device, dtype=dtype)
-        return randn_tensor(shape, generator=generator, device=torch.device("cpu"), dtype=torch.float32).to(
-            device=device, dtype=dtype
-        )
+        return noise.frames(0, total).to(device=device, dtype=dtype)
 
     def encode_condition(self, waveform: torch.Tensor, padding_mask: torch.Tensor | None):
         """[`encode_condition`] with this pipeline's conditioner, in the UNet's dtype."""
@@ -332,9 +337,9 @@ class FUSEPipeline(DiffusionPipeline):
         encoder_attention_mask,
         timesteps,
         generator,
-        callback_on_step_end,
-        callback_on_step_end_tensor_inputs,
-        progress_bar,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs=(),
+        progress_bar=None,
     ) -> torch.Tensor:
         """The DDIM loop for one batch of windows: initial `latents` -> the clean-speech latents.
 
@@ -380,8 +385,36 @@ class FUSEPipeline(DiffusionPipeline):
                 latents = callback_outputs.pop("latents", latents)
                 noisy_latents = callback_outputs.pop("noisy_latents", noisy_latents)
                 encoder_hidden_states = callback_outputs.pop("encoder_hidden_states", encoder_hidden_states)
-            progress_bar.update()
+            if progress_bar is not None:
+                progress_bar.update()
         return latents
+
+    def enhance_windows(self, waveform, initial, timesteps, generator=None, **denoise_options) -> np.ndarray:
+        """Noisy windows `(batch, window)` at the model's rate -> enhanced `(batch, window)` float32 numpy, from their
+        initial noise `(batch, latent_channels, latent_freq, latent_frames)`: VAE latents and BEATs tokens of the
+        noisy windows, the DDIM loop (`denoise`, given the callbacks and progress bar of `denoise_options`),
+        decoding. `__call__` and `stream` both enhance through here."""
+        device = self._execution_device
+        autocast = self._autocast(torch.device(device))
+        waveform = waveform.to(device)
+        with autocast:
+            noisy_latents, compressed, frames = encode_spectral_latents(self.vae, waveform, self.frame_multiple)
+        noisy_latents = noisy_latents.to(self.unet.dtype)
+        condition = self.encode_condition(waveform, None)
+        with autocast:
+            clean_latents = self.denoise(initial, noisy_latents, *condition, timesteps, generator, **denoise_options)
+        with autocast:
+            spec = self.vae.decode_latents(clean_latents)
+        return self.spectrogram_to_waveform(spec, waveform.shape[-1], frames, compressed)
+
+    def _prepare_run(self, num_inference_steps: int, guidance_scale: float, device) -> torch.Tensor:
+        """Sets the guidance scale and the scheduler's timesteps for a call (or for one window of a stream, which
+        may run between other calls); returns the timesteps."""
+        self._guidance_scale = float(guidance_scale)
+        self._interrupt = False
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        self._num_timesteps = len(self.scheduler.timesteps)
+        return self.scheduler.timesteps
 
     def spectrogram_to_waveform(self, spec: torch.Tensor, length: int, frames: int, compressed: torch.Tensor):
         """Decoded spectrograms `(batch, channels, freq, padded_frames)` -> `(batch, length)` float32 waveforms on
@@ -418,6 +451,8 @@ class FUSEPipeline(DiffusionPipeline):
             Callable[[int, int, dict], dict] | PipelineCallback | MultiPipelineCallbacks | None
         ) = None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006 (diffusers' signature)
+        window_seconds: float | None = None,
+        overlap_seconds: float | None = None,
     ):
         r"""Enhances noisy speech.
 
@@ -453,6 +488,9 @@ class FUSEPipeline(DiffusionPipeline):
             callback_on_step_end_tensor_inputs (`list[str]`): tensors passed in `callback_kwargs`, among
                 `"latents"` (the batch's current latents), `"noisy_latents"` (the VAE latents of the noisy windows)
                 and `"encoder_hidden_states"` (their BEATs tokens).
+            window_seconds (`float`, *optional*): window length, rounded to whole latent blocks (default: the trained
+                one, 2.04 s for fuse-small); `stream` with the same setting gives the same output.
+            overlap_seconds (`float`, *optional*): cross-fade between windows (default: 1/32 of the window).
 
         Examples:
 
@@ -477,69 +515,50 @@ class FUSEPipeline(DiffusionPipeline):
             output_type,
             callback_on_step_end_tensor_inputs,
         )
-        self._guidance_scale = float(guidance_scale)
-        self._interrupt = False
+        window, stride = self._window_geometry(window_seconds, overlap_seconds)
 
         # 2. Define call parameters
         device = self._execution_device
         dtype = self.unet.dtype
-        autocast = self._autocast(torch.device(device))
 
         # 3. Load every clip as (channels, samples) at the model's rate
         clips = self.prepare_audio(audio, sampling_rate)
 
         # 4. Prepare timesteps
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
-        self._num_timesteps = len(timesteps)
+        timesteps = self._prepare_run(num_inference_steps, guidance_scale, device)
         step_generator = generator[0] if isinstance(generator, list) else generator
 
         # 5. Cut every channel of every clip into overlapping windows and draw each clip's initial noise field
-        window, stride = self._window_geometry()
         windows, noise, outputs = [], [], []
         for index, clip in enumerate(clips):
             starts = window_starts(clip.audio.shape[1], window, stride, align=self._latent_hop)
             clip_generator = generator[index] if isinstance(generator, list) else generator
-            field = self.prepare_latents(starts[-1], clip.audio.shape[0], clip_generator, latents, device, dtype)
+            channels = clip.audio.shape[0]
+            field = self.prepare_latents(starts[-1], channels, clip_generator, latents, device, dtype, window)
             noise.append(field * noise_scale)
-            outputs.append(np.zeros((clip.audio.shape[0], starts[-1] + window), np.float32))
+            outputs.append(np.zeros((channels, starts[-1] + window), np.float32))
             fades = overlaps(starts, window)
-            for channel in range(clip.audio.shape[0]):
+            for channel in range(channels):
                 windows += [(index, channel, start, fade) for start, fade in zip(starts, fades)]
 
         # 6. Denoising loop, one batch of windows at a time
         with self.progress_bar(total=len(timesteps) * math.ceil(len(windows) / batch_size)) as progress_bar:
+            callbacks = dict(
+                callback_on_step_end=callback_on_step_end,
+                callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+                progress_bar=progress_bar,
+            )
             for first in range(0, len(windows), batch_size):
                 batch = windows[first : first + batch_size]
 
-                # 6.1 Encode the noisy windows: spectrogram -> VAE latent, waveform -> BEATs tokens
-                waveform = self._gather_windows(clips, batch, window).to(device)
-                with autocast:
-                    noisy_latents, compressed, frames = encode_spectral_latents(self.vae, waveform, self.frame_multiple)
-                noisy_latents = noisy_latents.to(dtype)
-                encoder_hidden_states, encoder_attention_mask = self.encode_condition(waveform, None)
-
-                # 6.2 Denoise, starting from each window's slice of its clip's noise field
+                # 6.1 Encode, denoise from each window's slice of its clip's noise field, decode
                 offsets = [(i, c, start // self._latent_hop) for i, c, start, _ in batch]
-                width = noisy_latents.shape[-1]
+                width = self._latent_width(window)
                 initial = torch.stack([noise[i][c, :, :, offset : offset + width] for i, c, offset in offsets])
-                with autocast:
-                    clean_latents = self.denoise(
-                        initial,
-                        noisy_latents,
-                        encoder_hidden_states,
-                        encoder_attention_mask,
-                        timesteps,
-                        step_generator,
-                        callback_on_step_end,
-                        callback_on_step_end_tensor_inputs,
-                        progress_bar,
-                    )
+                waveform = self._gather_windows(clips, batch, window)
+                enhanced = self.enhance_windows(waveform, initial, timesteps, step_generator, **callbacks)
 
-                # 6.3 Decode to waveforms and cross-fade them into place
-                with autocast:
-                    spec = self.vae.decode_latents(clean_latents)
-                enhanced = self.spectrogram_to_waveform(spec, window, frames, compressed)
+                # 6.2 Cross-fade them into place
                 for (i, ch, start, (fade_in, fade_out)), piece in zip(batch, enhanced):
                     outputs[i][ch, start : start + window] += crossfade_weights(window, fade_in, fade_out) * piece
                 if self.interrupt:
