@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import error
+from .options import add_generation_arguments
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -31,33 +32,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("inputs", nargs="+", help="audio files, folders or glob patterns (quote globs)")
     parser.add_argument("-o", "--output-dir", default="enhanced", help="where enhanced files are written")
-    parser.add_argument(
-        "--model", default=None, help="pipeline folder or Hub repo id (default: the bundled fuse-small model)"
-    )
-    parser.add_argument("--steps", type=int, default=6, help="DDIM steps (num_inference_steps)")
-    parser.add_argument(
-        "--guidance-scale",
-        type=float,
-        default=1.0,
-        help="1: BEATs guidance as trained; 0: without BEATs; >1: classifier-free guidance",
-    )
-    parser.add_argument(
-        "--noise-scale",
-        type=float,
-        default=None,
-        help="initial noise std (sampling temperature; default: the pipeline's, 0.25): 1 samples "
-        "the model's distribution, lower stays closer to the input's words, 0 ignores --seed",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same output")
+    add_generation_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
     parser.add_argument(
         "--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)"
-    )
-    parser.add_argument(
-        "--atten-lim-db",
-        type=float,
-        default=None,
-        help="remove at most this many dB of noise by mixing the input back (default: no limit)",
     )
     parser.add_argument(
         "--precision",

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from typing import IO
 
 from . import error
+from .options import add_generation_arguments
 
 _RIFF_HEADER = struct.Struct("<4sI4s")
 _CHUNK_HEADER = struct.Struct("<4sI")
@@ -59,26 +60,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default="auto",
         help="auto: WAV when OUTPUT ends in .wav or the input is WAV, else raw s16le",
     )
-    parser.add_argument(
-        "--model", default=None, help="pipeline folder or Hub repo id (default: the bundled fuse-small model)"
-    )
-    parser.add_argument("--steps", type=int, default=6, help="DDIM steps (num_inference_steps)")
-    parser.add_argument(
-        "--guidance-scale",
-        type=float,
-        default=1.0,
-        help="1: BEATs guidance as trained; 0: without BEATs; >1: classifier-free guidance",
-    )
-    parser.add_argument(
-        "--noise-scale", type=float, default=None, help="initial noise std (default: the pipeline's, 0.25)"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same output")
-    parser.add_argument(
-        "--atten-lim-db",
-        type=float,
-        default=None,
-        help="remove at most this many dB of noise by mixing the input back (default: no limit)",
-    )
+    add_generation_arguments(parser)
     parser.add_argument(
         "--window-seconds",
         type=float,
