@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 # `fuse-hf --help`) then starts without loading torch and diffusers.
 _LAZY_IMPORTS = {
     "FUSEPipeline": ".pipelines.pipeline_fuse",
-    "FUSEPipelineOutput": ".pipelines.pipeline_fuse",
+    "FUSEPipelineOutput": ".pipelines.pipeline_output",
     "SpectralAutoencoderKL": ".models.autoencoder_spectral",
     "BEATsModel": ".models.beats",
 }

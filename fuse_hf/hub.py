@@ -41,7 +41,13 @@ class RandomWeightsWarning(UserWarning):
     """`load_pipeline` found no trained model and returned a tiny pipeline with random weights."""
 
 
-def load_pipeline(model: str | os.PathLike | None = None, device: str | None = None, *, random_fallback: bool = False):
+def load_pipeline(
+    model: str | os.PathLike | None = None,
+    device: str | None = None,
+    *,
+    random_fallback: bool = False,
+    backend: str | None = None,
+):
     """The one way from a model name to a pipeline ready to enhance (the CLI, the Space and the benchmarks use it).
 
     Args:
@@ -50,6 +56,8 @@ def load_pipeline(model: str | os.PathLike | None = None, device: str | None = N
         random_fallback: when `model` is None and no model is bundled, return a tiny pipeline with RANDOM weights
             (its output is not speech; a :class:`RandomWeightsWarning` says so) instead of raising. For development
             pages and timing runs only.
+        backend: ``"torch"`` or ``"onnx"`` (onnxruntime, on the CPU: a folder written by `fuse-hf export-onnx`);
+            None: onnx for such a folder, else torch.
 
     Returns:
         The `FUSEPipeline` on `device`, progress bars off.
@@ -65,7 +73,9 @@ def load_pipeline(model: str | os.PathLike | None = None, device: str | None = N
     if model is None:
         model = bundled_model_path()
     if model is not None:
-        pipe = FUSEPipeline.from_pretrained(model)
+        pipe = FUSEPipeline.from_pretrained(model, backend=backend)
+    elif backend == "onnx":
+        raise ValueError("backend 'onnx' needs a folder exported by `fuse-hf export-onnx`: pass --model OUT_DIR.")
     elif random_fallback:
         from .factory import make_pipeline
 
@@ -80,7 +90,10 @@ def load_pipeline(model: str | os.PathLike | None = None, device: str | None = N
         raise ValueError(
             "no trained model is installed (no bundled fuse-small): pass a pipeline folder or a Hub repo id."
         )
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    onnx = getattr(pipe.unet, "backend", "torch") == "onnx"
+    device = device or ("cuda" if torch.cuda.is_available() and not onnx else "cpu")
+    if onnx and torch.device(device).type != "cpu":
+        raise ValueError(f"device {device}: the onnx back end runs on the CPU; pass --device cpu or --backend torch.")
     try:
         pipe.to(device)
     except (RuntimeError, AssertionError) as err:

@@ -51,7 +51,7 @@ ALLOWED_PACKAGES = frozenset({"torch", "numpy", "diffusers", "transformers"})
 # Imported lazily (inside functions) by fuse_hf.audio: only needed for file paths and sample rates other than 16 kHz.
 OPTIONAL_LAZY_PACKAGES = frozenset({"soundfile", "soxr"})
 # Methods of FUSEPipeline that import the rest of fuse_hf; the uploaded class inherits DiffusionPipeline's instead.
-LOCAL_ONLY_METHODS = ("from_pretrained", "push_to_hub")
+LOCAL_ONLY_METHODS = ("from_pretrained", "push_to_hub", "export_onnx")
 
 
 def _module_source(module_name: str) -> Path:

@@ -147,12 +147,14 @@ def to_waveform(
     window: str = WINDOW,
     compression_exponent: float = SPEC_EXPONENT,
     compression_factor: float = SPEC_FACTOR,
+    max_gain_db: float | None = None,
 ) -> torch.Tensor:
     """Inverse of :func:`to_spectrogram`: model-domain spectrogram -> `(batch, length)` waveform.
 
     For ``"magnitude"``, `phase_from` (a compressed complex spectrum `(batch, freq, frames)`, usually the noisy
-    input's) supplies the phase; negative magnitudes predicted by the decoder are clipped to zero. The front-end
-    keywords must be those the spectrogram was made with.
+    input's) supplies the phase; negative magnitudes predicted by the decoder are clipped to zero. With
+    `max_gain_db`, every time-frequency bin is capped at that gain over the same bin of `phase_from`
+    (:func:`limit_gain`). The front-end keywords must be those the spectrogram was made with.
     """
     features = features.float() * input_scale
     if representation == "complex":
@@ -164,8 +166,25 @@ def to_waveform(
         compressed = magnitude * torch.exp(1j * phase_from.angle())
     else:
         raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {representation!r}.")
+    if max_gain_db is not None and phase_from is not None:
+        compressed = limit_gain(compressed, phase_from, max_gain_db, compression_exponent)
     spec = decompress_spectrogram(compressed, compression_exponent, compression_factor)
     return istft(spec, length, n_fft, hop_length, window)
+
+
+def limit_gain(
+    spectrum: torch.Tensor, reference: torch.Tensor, max_gain_db: float, compression_exponent: float = SPEC_EXPONENT
+) -> torch.Tensor:
+    """Scales each bin of the compressed complex `spectrum` `(batch, freq, frames)` down, phase kept, to at most
+    `max_gain_db` (amplitude dB) above the same bin of the compressed `reference` (the noisy input).
+
+    At 0 dB an enhancer may only remove: digital silence stays exact zeros, and no bin of clean speech comes back
+    louder than it went in. A gain `g` on the
+    amplitude is `g ** compression_exponent` on the compressed magnitude.
+    """
+    limit = reference.abs() * 10.0 ** (compression_exponent * max_gain_db / 20.0)
+    magnitude = spectrum.abs()
+    return spectrum * torch.clamp(limit / magnitude.clamp_min(torch.finfo(magnitude.dtype).tiny), max=1.0)
 
 
 def pad_frames(spec: torch.Tensor, multiple: int) -> torch.Tensor:

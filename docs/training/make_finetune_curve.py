@@ -19,6 +19,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, default=Path("~/.cache/fuse-hf/runs/fuse-small-ft1").expanduser())
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "finetune.png")
+    parser.add_argument("--label", default="6 steps, noise scale 1", help="how the run's validation sampled")
+    parser.add_argument(
+        "--no-noisy",
+        action="store_true",
+        help="leave out the noisy input's line (a validation set with clean inputs averages their unbounded SI-SDR)",
+    )
     args = parser.parse_args(argv)
 
     import matplotlib
@@ -34,8 +40,10 @@ def main(argv=None) -> int:
     axes[0].semilogy(log["step"], smooth(log["loss"]), color="C0", label="50-step mean")
     axes[0].set_title("UNet fine-tuning: v-prediction MSE"), axes[0].set_xlabel("step"), axes[0].legend(fontsize=7)
     for ax, key, label in ((axes[1], "estoi", "validation ESTOI"), (axes[2], "si_sdr", "validation SI-SDR (dB)")):
-        ax.plot([h["step"] for h in history], [h[key] for h in history], "o-", label="6 steps, noise scale 1")
-        if all(f"noisy_{key}" in h for h in history):  # the run logs the noisy input's SI-SDR only
+        ax.plot([h["step"] for h in history], [h[key] for h in history], "o-", label=args.label)
+        if not args.no_noisy and all(
+            f"noisy_{key}" in h for h in history
+        ):  # the run logs the noisy input's SI-SDR only
             ax.plot([h["step"] for h in history], [h[f"noisy_{key}"] for h in history], "k:", label="noisy input")
         ax.set_title(label), ax.set_xlabel("fine-tuning step"), ax.legend(fontsize=7)
     for ax in axes:

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 __all__ = ["SUBCOMMANDS", "build_parser", "error", "main"]
 
 # Modules of this package, in the order `fuse-hf --help` lists their subcommands.
-SUBCOMMANDS = ("enhance", "stream", "evaluate", "convert_beats", "push")
+SUBCOMMANDS = ("enhance", "stream", "evaluate", "convert_beats", "export_onnx", "push")
 
 
 def error(message: str, command: str | None = None) -> int:

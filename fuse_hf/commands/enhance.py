@@ -102,14 +102,14 @@ def _glob_root(pattern: str) -> Path:
     return Path(pattern).parent
 
 
-def _load_pipeline(model: str | None, device: str | None):
+def _load_pipeline(model: str | None, device: str | None, backend: str | None = None):
     """`fuse_hf.hub.load_pipeline`, falling back to the labelled random pipeline with a one-line warning."""
     import warnings
 
     from ..hub import RandomWeightsWarning, load_pipeline
 
     with warnings.catch_warnings(record=True) as caught:
-        pipe = load_pipeline(model, device, random_fallback=True)
+        pipe = load_pipeline(model, device, random_fallback=True, backend=backend)
     for warning in caught:
         if issubclass(warning.category, RandomWeightsWarning):
             print(f"fuse-hf: WARNING: {warning.message} Pass --model FOLDER_OR_REPO_ID.", file=sys.stderr)
@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}.")
         state = _distributed_state(args.device)
         device = args.device or (str(state.device) if state is not None else None)
-        pipe = _load_pipeline(args.model, device)
+        pipe = _load_pipeline(args.model, device, args.backend)
         if args.precision is not None:
             pipe.set_precision(args.precision)
     except ValueError as err:
@@ -166,8 +166,10 @@ def run(args: argparse.Namespace) -> int:
                 num_inference_steps=args.steps,
                 guidance_scale=args.guidance_scale,
                 attenuation_limit_db=args.atten_lim_db,
+                max_gain_db=args.max_gain_db,
                 batch_size=args.batch_size,
                 generator=torch.Generator().manual_seed(args.seed),
+                full_band=args.full_band,
                 **({} if args.noise_scale is None else {"noise_scale": args.noise_scale}),
             )
             audio = out.audios

@@ -367,7 +367,7 @@ def run(args: argparse.Namespace) -> int:
 
         from .enhance import _load_pipeline
 
-        pipe = _load_pipeline(args.model, args.device)
+        pipe = _load_pipeline(args.model, args.device, args.backend)
         if args.precision is not None:
             pipe.set_precision(args.precision)
         kwargs = {} if args.noise_scale is None else {"noise_scale": args.noise_scale}
@@ -387,9 +387,11 @@ def run(args: argparse.Namespace) -> int:
             num_inference_steps=args.steps,
             guidance_scale=args.guidance_scale,
             attenuation_limit_db=args.atten_lim_db,
+            max_gain_db=args.max_gain_db,
             generator=torch.Generator().manual_seed(args.seed),
             window_seconds=args.window_seconds,
             overlap_seconds=args.overlap_seconds,
+            full_band=args.full_band,
             **kwargs,
         )
         wav = args.output_format == "wav" or (

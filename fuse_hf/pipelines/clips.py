@@ -1,8 +1,9 @@
 """Audio in and out of [`FUSEPipeline`]: each input (a file path, an array or a tensor, at any sample rate and channel
 count) loaded as a `Clip` at the model's rate, and the enhanced audio given back at the input's rate, length and
-layout.
+layout (with the input's own band above the model's, `fullband.py`, for inputs above the model's rate).
 
-Imports numpy, torch, diffusers' logging and `fuse_hf.audio`, so that it travels with the pipeline as Hub remote code.
+Imports numpy, torch, diffusers' logging and `fuse_hf.audio`, `fuse_hf.windows` and `fullband`, so that it travels with
+the pipeline as Hub remote code.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from ..audio import (
     load_audio,
     resample,
 )
+from ..windows import pad_reflect
+from .fullband import carry_high_band, uses_full_band
 
-__all__ = ["AudioInput", "Clip", "as_output", "check_length", "load_clips", "restore_clip"]
+__all__ = ["AudioInput", "Clip", "as_output", "check_length", "gather_windows", "load_clips", "restore_clip"]
 
 logger = logging.get_logger(__name__)
 
@@ -67,6 +70,15 @@ def load_clips(audio: AudioInput | list[AudioInput], sampling_rate: int | None, 
     return clips
 
 
+def gather_windows(clips: list[Clip], batch, window: int) -> torch.Tensor:
+    """Stacks the windows of `batch` (`(clip index, channel, start, fades)` tuples) as `(batch, window)` float32. Only
+    clips shorter than a window (or the last few milliseconds of a clip) run short; they are extended by mirroring,
+    never by silence."""
+    return torch.from_numpy(
+        np.stack([pad_reflect(clips[i].audio[ch, start : start + window], window) for i, ch, start, _ in batch])
+    )
+
+
 def check_length(samples: int, rate: int, resampled: int, model_rate: int) -> None:
     """Raises a one-line ValueError when a clip of `samples` samples at `rate` Hz, `resampled` at `model_rate`, is
     too short to enhance (under 5 ms)."""
@@ -88,15 +100,25 @@ def as_output(audio: np.ndarray, was_1d: bool, output_type: str = "np"):
 
 
 def restore_clip(
-    clip: Clip, enhanced: np.ndarray, model_rate: int, attenuation_limit_db: float | None = None, output_type="np"
+    clip: Clip,
+    enhanced: np.ndarray,
+    model_rate: int,
+    attenuation_limit_db: float | None = None,
+    output_type="np",
+    full_band: bool | None = None,
 ):
     """`(channels, samples)` at `model_rate` -> the clip's rate, length and layout, as numpy (`output_type="np"`)
-    or torch (`"pt"`); mixes the input back for `attenuation_limit_db` and scales the result down if it would clip."""
+    or torch (`"pt"`); gives a clip above `model_rate` its own high band back unless `full_band` is False
+    ([`carry_high_band`]), mixes the input back for `attenuation_limit_db` and scales the result down if it would
+    clip."""
     enhanced = resample(enhanced, model_rate, clip.sampling_rate)
     length = clip.original.shape[1]
     if enhanced.shape[1] < length:
         enhanced = np.pad(enhanced, ((0, 0), (0, length - enhanced.shape[1])))
-    enhanced = limit_attenuation(enhanced[:, :length], clip.original, attenuation_limit_db)
+    enhanced = enhanced[:, :length]
+    if uses_full_band(full_band, clip.sampling_rate, model_rate):
+        enhanced = carry_high_band(clip.original, enhanced, clip.sampling_rate)
+    enhanced = limit_attenuation(enhanced, clip.original, attenuation_limit_db)
     (limited,) = avoid_clipping(enhanced)
     if limited is not enhanced:
         gain = float(np.max(np.abs(limited)) / np.max(np.abs(enhanced)))

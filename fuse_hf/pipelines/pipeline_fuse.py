@@ -6,8 +6,9 @@ frozen BEATs tokens of the noisy input -> VAE decoder -> inverse STFT -> enhance
 The front end (sample rate, STFT, compression) is read from the VAE's config, so a saved pipeline describes the
 signal it works on. Beside this module: `clips.py` takes the inputs in and gives the outputs back at their own rate
 and layout, `encoding.py` holds the encoders of the noisy input that training shares, `precision.py` the choice of
-bf16 autocast and weight layout, `noise.py` the initial noise and `streaming.py` the enhancement of audio that
-arrives in chunks (`FUSEPipeline.stream`).
+bf16 autocast and weight layout, `noise.py` the initial noise, `streaming.py` the enhancement of audio that
+arrives in chunks (`FUSEPipeline.stream`), `fullband.py` the band above 8 kHz of 44.1/48 kHz input, `onnx_backend.py`
+the networks on onnxruntime and `pipeline_output.py` what a call returns.
 """
 
 from __future__ import annotations
@@ -16,22 +17,22 @@ import math
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from diffusers import DDIMScheduler, DiffusionPipeline, UNet2DConditionModel
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
-from diffusers.pipelines.pipeline_utils import AudioPipelineOutput
 from diffusers.utils import replace_example_docstring
 
 from ..audio import check_sampling_rate, first_line
 from ..spectral import to_waveform
-from ..windows import crossfade_weights, overlaps, pad_reflect, window_geometry, window_starts
-from .clips import AudioInput, Clip, load_clips, restore_clip
+from ..windows import crossfade_weights, overlaps, window_geometry, window_starts
+from .clips import AudioInput, Clip, gather_windows, load_clips, restore_clip
 from .encoding import encode_condition, encode_spectral_latents
+from .fullband import check_full_band
 from .noise import DEFAULT_NOISE_SCALE, LatentNoise
-from .precision import PRECISIONS, autocast_context, uses_channels_last
+from .pipeline_output import FUSEPipelineOutput
+from .precision import PRECISIONS, autocast_context, set_layout, uses_channels_last
 from .streaming import FUSEStreamingMixin
 
 EXAMPLE_DOC_STRING = """
@@ -53,20 +54,6 @@ EXAMPLE_DOC_STRING = """
 _WEIGHT_MISMATCH = re.compile(
     r"expected shape|size mismatch|Error\(s\) in loading state_dict|Missing key\(s\)|Unexpected key\(s\)"
 )
-
-
-@dataclass
-class FUSEPipelineOutput(AudioPipelineOutput):
-    """Output of [`FUSEPipeline`].
-
-    Args:
-        audios (`np.ndarray`, `torch.Tensor` or a list of them):
-            Enhanced audio with the shape of each input (`(samples,)` or `(channels, samples)`), float32 in [-1, 1]:
-            numpy arrays for `output_type="np"`, torch tensors for `"pt"`. A list when the input was a list.
-        sampling_rate (`int` or `list[int]`): the sample rate of each output in Hz, equal to the input's.
-    """
-
-    sampling_rate: int | list[int] | None = None
 
 
 def _is_weight_mismatch(err: BaseException) -> bool:
@@ -114,9 +101,10 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
     def set_precision(self, precision: str = "auto") -> None:
         """How the VAE and the UNet compute: ``"fp32"``, ``"bf16"`` (autocast, weights stay fp32) or ``"auto"``.
 
-        ``"auto"`` (the default, or the ``FUSE_HF_PRECISION`` environment variable) uses bf16 autocast on GPUs and
-        on CPUs with native bf16 (AVX512-BF16 or AMX), where it is 3-5x faster; on the bundled model its output
-        stays about 44 dB from fp32. BEATs always runs in fp32 so that its features are the reference ones.
+        ``"auto"`` (the default, or the ``FUSE_HF_PRECISION`` environment variable) uses bf16 autocast where bf16 is
+        native (GPUs, CPUs with AVX512-BF16 or AMX) and a UNet pass timed on first use is faster in it (3-5x on such
+        CPUs; `precision.auto_precision`), else fp32; on the bundled model bf16 output stays about 44 dB from fp32.
+        BEATs always runs in fp32 so that its features are the reference ones.
 
         The VAE and UNet weights are put in channels-last layout when bf16 will run on the CPU (what makes oneDNN's
         bf16 convolutions fast) and back in the default layout otherwise, whose fp32 results are the reference.
@@ -124,16 +112,12 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
         self._precision = precision
-        channels_last = uses_channels_last(precision, self.unet.dtype)
-        if channels_last != self._channels_last:
-            memory_format = torch.channels_last if channels_last else torch.contiguous_format
-            self.unet.to(memory_format=memory_format)
-            self.vae.to(memory_format=memory_format)
-            self._channels_last = channels_last
+        set_layout(self, uses_channels_last(precision, self.unet.dtype))
 
     def _autocast(self, device: torch.device):
-        """The autocast context of the VAE and UNet passes on `device` (a no-op context for fp32)."""
-        return autocast_context(self._precision, device, self.unet.dtype)
+        """The autocast context of the VAE and UNet passes on `device` (a no-op context for fp32); "auto" measures
+        on first use."""
+        return autocast_context(self._precision, device, self.unet.dtype, pipe=self)
 
     # ------------------------------------------------------------------------------------------ loading
 
@@ -141,6 +125,7 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         """Loads from a local `save_pretrained` folder or a Hub repo id (`revision`, `cache_dir`, `token`,
         `local_files_only` as in diffusers; works offline from the cache with ``HF_HUB_OFFLINE=1``).
+        `backend`: "torch", or "onnx" (onnxruntime; the default for a folder written by [`export_onnx`]).
 
         Raises:
             ValueError: in one line naming the folder and the cause: a missing file, weights that do not fit
@@ -149,21 +134,25 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
         """
         from .. import models  # noqa: F401 (diffusers finds the custom component classes among imported modules)
         from ..hub import resolve_pipeline_folder
+        from .onnx_backend import load_onnx_pipeline, resolve_backend
 
-        folder = resolve_pipeline_folder(
-            pretrained_model_name_or_path,
-            revision=kwargs.pop("revision", None),
-            cache_dir=kwargs.pop("cache_dir", None),
-            token=kwargs.pop("token", None),
-            local_files_only=kwargs.pop("local_files_only", None),
-        )
+        hub_options = {key: kwargs.pop(key, None) for key in ("revision", "cache_dir", "token", "local_files_only")}
+        folder = resolve_pipeline_folder(pretrained_model_name_or_path, **hub_options)
         kwargs.setdefault("use_safetensors", True)
         try:
+            if resolve_backend(folder, kwargs.pop("backend", None)) == "onnx":
+                return load_onnx_pipeline(cls, folder, **kwargs)
             return super().from_pretrained(folder, **kwargs)
         except (RuntimeError, OSError, ValueError) as err:
             if _is_weight_mismatch(err):
                 raise ValueError(f"{folder}: the weights do not match the model configs ({first_line(err)}).") from err
             raise ValueError(f"{folder}: {first_line(err)}") from err
+
+    def export_onnx(self, out_dir, quantize: str | None = None, **kwargs) -> dict[str, float]:
+        """[`onnx_backend.export_onnx`]: ONNX graphs of the networks beside a copy of the pipeline; SNRs to torch."""
+        from .onnx_backend import export_onnx
+
+        return export_onnx(self, out_dir, quantize=quantize, **kwargs)
 
     def push_to_hub(
         self,
@@ -243,7 +232,9 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
     # ------------------------------------------------------------------------------------------ steps
 
     @staticmethod
-    def check_settings(num_inference_steps, guidance_scale, noise_scale, attenuation_limit_db, batch_size, output_type):
+    def check_settings(
+        num_inference_steps, guidance_scale, noise_scale, attenuation_limit_db, batch_size, output_type, max_gain_db=0.0
+    ):
         """Validates the settings `__call__` and `stream` share; raises a one-line `ValueError` naming a bad one."""
         if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}.")
@@ -255,6 +246,8 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
             raise ValueError(f"noise_scale must be a finite number >= 0, got {noise_scale!r}.")
         if attenuation_limit_db is not None and not (float(attenuation_limit_db) > 0):
             raise ValueError(f"attenuation_limit_db must be a positive number of dB, got {attenuation_limit_db!r}.")
+        if max_gain_db is not None and not math.isfinite(float(max_gain_db)):
+            raise ValueError(f"max_gain_db must be a finite number of dB or None, got {max_gain_db!r}.")
         if output_type not in ("np", "pt"):
             raise ValueError(f"output_type must be 'np' or 'pt', got {output_type!r}.")
 
@@ -271,11 +264,12 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
         batch_size,
         output_type,
         callback_on_step_end_tensor_inputs,
+        max_gain_db=0.0,
     ) -> None:
         """Validates the arguments; raises a one-line `ValueError` naming the first bad one. Reads no audio: the
         contents of files and arrays are checked as they are loaded (`prepare_audio`)."""
         self.check_settings(
-            num_inference_steps, guidance_scale, noise_scale, attenuation_limit_db, batch_size, output_type
+            num_inference_steps, guidance_scale, noise_scale, attenuation_limit_db, batch_size, output_type, max_gain_db
         )
         if callback_on_step_end_tensor_inputs is not None:
             unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
@@ -407,10 +401,10 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
             spec = self.vae.decode_latents(clean_latents)
         return self.spectrogram_to_waveform(spec, waveform.shape[-1], frames, compressed)
 
-    def _prepare_run(self, num_inference_steps: int, guidance_scale: float, device) -> torch.Tensor:
-        """Sets the guidance scale and the scheduler's timesteps for a call (or for one window of a stream, which
-        may run between other calls); returns the timesteps."""
-        self._guidance_scale = float(guidance_scale)
+    def _prepare_run(self, num_inference_steps: int, guidance_scale: float, device, max_gain_db=0.0) -> torch.Tensor:
+        """Sets the guidance scale, gain cap and the scheduler's timesteps for a call (or for one window of a
+        stream, which may run between other calls); returns the timesteps."""
+        self._guidance_scale, self._max_gain_db = float(guidance_scale), max_gain_db
         self._interrupt = False
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         self._num_timesteps = len(self.scheduler.timesteps)
@@ -421,13 +415,12 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
         the CPU, as numpy.
 
         `frames` is the number of STFT frames before padding, `compressed` the noisy compressed spectrum (the
-        phase of the magnitude representation).
+        phase of the magnitude representation, and the cap of the call's `max_gain_db`).
         """
         spec = spec.float()[..., :frames]
         config = self.vae.config
-        waveform = to_waveform(
-            spec, length, config.representation, config.input_scale, compressed, **self.vae.spectral_settings
-        )
+        settings = dict(self.vae.spectral_settings, max_gain_db=self._max_gain_db)
+        waveform = to_waveform(spec, length, config.representation, config.input_scale, compressed, **settings)
         return waveform.cpu().numpy()
 
     # ------------------------------------------------------------------------------------------- call
@@ -442,6 +435,7 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
         guidance_scale: float = 1.0,
         noise_scale: float = DEFAULT_NOISE_SCALE,
         attenuation_limit_db: float | None = None,
+        max_gain_db: float | None = 0.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         batch_size: int = 8,
@@ -453,6 +447,7 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006 (diffusers' signature)
         window_seconds: float | None = None,
         overlap_seconds: float | None = None,
+        full_band: bool | None = None,
     ):
         r"""Enhances noisy speech.
 
@@ -474,6 +469,10 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
                 0.0 makes the output independent of `generator`.
             attenuation_limit_db (`float`, *optional*):
                 Mixes the noisy input back so that at most this many dB of noise are removed.
+            max_gain_db (`float`, *optional*, defaults to 0.0):
+                Caps every time-frequency bin of the output at this gain over the input's (amplitude dB): at 0 the
+                model can only remove, so digital silence stays silent and clean speech is not coloured by
+                decoder errors that add energy. `None` lets the decoded spectrum through as it is.
             generator (`torch.Generator` or a list, one per clip, *optional*): makes the output reproducible.
             latents (`torch.Tensor`, *optional*):
                 Initial noise for a single clip, `(channels, latent_channels, latent_freq, latent_frames)`
@@ -491,6 +490,8 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
             window_seconds (`float`, *optional*): window length, rounded to whole latent blocks (default: the trained
                 one, 2.04 s for fuse-small); `stream` with the same setting gives the same output.
             overlap_seconds (`float`, *optional*): cross-fade between windows (default: 1/32 of the window).
+            full_band (`bool`, *optional*): give inputs above the model's rate their band above its Nyquist frequency
+                back, under the model's gain (`fullband.py`); default on for them, False: resampled from 16 kHz.
 
         Examples:
 
@@ -514,8 +515,10 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
             batch_size,
             output_type,
             callback_on_step_end_tensor_inputs,
+            max_gain_db,
         )
         window, stride = self._window_geometry(window_seconds, overlap_seconds)
+        check_full_band(full_band)
 
         # 2. Define call parameters
         device = self._execution_device
@@ -525,7 +528,7 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
         clips = self.prepare_audio(audio, sampling_rate)
 
         # 4. Prepare timesteps
-        timesteps = self._prepare_run(num_inference_steps, guidance_scale, device)
+        timesteps = self._prepare_run(num_inference_steps, guidance_scale, device, max_gain_db)
         step_generator = generator[0] if isinstance(generator, list) else generator
 
         # 5. Cut every channel of every clip into overlapping windows and draw each clip's initial noise field
@@ -555,7 +558,7 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
                 offsets = [(i, c, start // self._latent_hop) for i, c, start, _ in batch]
                 width = self._latent_width(window)
                 initial = torch.stack([noise[i][c, :, :, offset : offset + width] for i, c, offset in offsets])
-                waveform = self._gather_windows(clips, batch, window)
+                waveform = gather_windows(clips, batch, window)
                 enhanced = self.enhance_windows(waveform, initial, timesteps, step_generator, **callbacks)
 
                 # 6.2 Cross-fade them into place
@@ -566,7 +569,7 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
 
         # 7. Post-process: back to each input's rate, length and layout
         results = [
-            self.postprocess_audio(clip, out[:, : clip.audio.shape[1]], attenuation_limit_db, output_type)
+            self.postprocess_audio(clip, out[:, : clip.audio.shape[1]], attenuation_limit_db, output_type, full_band)
             for clip, out in zip(clips, outputs)
         ]
 
@@ -580,15 +583,8 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
             return (audios, rates)
         return FUSEPipelineOutput(audios=audios, sampling_rate=rates)
 
-    @staticmethod
-    def _gather_windows(clips: list[Clip], batch, window: int) -> torch.Tensor:
-        """Stacks the batch's windows `(batch, window)`. Only clips shorter than a window (or the last few
-        milliseconds of a clip) run short; they are extended by mirroring, never by silence."""
-        return torch.from_numpy(
-            np.stack([pad_reflect(clips[i].audio[ch, start : start + window], window) for i, ch, start, _ in batch])
-        )
-
-    def postprocess_audio(self, clip: Clip, enhanced: np.ndarray, attenuation_limit_db, output_type):
-        """`(channels, samples)` at the model's rate -> the clip's rate, length and layout ([`restore_clip`]); mixes
-        the input back for `attenuation_limit_db` and scales the result down if it would clip."""
-        return restore_clip(clip, enhanced, self.sampling_rate, attenuation_limit_db, output_type)
+    def postprocess_audio(self, clip: Clip, enhanced: np.ndarray, attenuation_limit_db, output_type, full_band=None):
+        """`(channels, samples)` at the model's rate -> the clip's rate, length and layout ([`restore_clip`]); carries
+        the high band over (`full_band`), mixes the input back for `attenuation_limit_db` and scales the result down
+        if it would clip."""
+        return restore_clip(clip, enhanced, self.sampling_rate, attenuation_limit_db, output_type, full_band)

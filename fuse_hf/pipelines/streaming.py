@@ -3,7 +3,8 @@
 The stream cuts, enhances and cross-fades the same windows as [`FUSEPipeline.__call__`] (placed by
 `fuse_hf.windows.StreamingWindows`), starts each from the same slice of the same noise field (`LatentNoise`),
 enhances it with the same method (`FUSEPipeline.enhance_windows`) and resamples and post-processes with the same
-functions, run piece by piece (`StreamingResampler`, `limit_attenuation`, `as_output`): its chunks put together
+functions, run piece by piece (`StreamingResampler`, `HighBandCarrier`, `limit_attenuation`, `as_output`): its
+chunks put together
 equal `__call__`'s output on the same input and seed, bit for bit where both batch the UNet alike (`batch_size=1`
 in both, or mono audio and a `__call__` `batch_size` of 1), within float rounding otherwise. The one difference is
 the peak limiter (`RunningPeakLimiter`): `__call__` turns the whole clip down when it would clip; a stream can only
@@ -30,6 +31,7 @@ from ..audio import (
 )
 from ..windows import StreamingWindows
 from .clips import as_output, check_length
+from .fullband import HighBandCarrier, check_full_band, uses_full_band
 from .noise import DEFAULT_NOISE_SCALE, LatentNoise
 
 logger = logging.get_logger(__name__)
@@ -48,11 +50,13 @@ class FUSEStreamingMixin:
         guidance_scale: float = 1.0,
         noise_scale: float = DEFAULT_NOISE_SCALE,
         attenuation_limit_db: float | None = None,
+        max_gain_db: float | None = 0.0,
         generator: torch.Generator | None = None,
         window_seconds: float | None = None,
         overlap_seconds: float | None = None,
         batch_size: int = 8,
         output_type: str = "np",
+        full_band: bool | None = None,
     ) -> FUSEStream:
         r"""Enhances audio that arrives in chunks (a microphone, a network stream, a file read piece by piece),
         giving out each enhanced chunk as soon as the windows under it are done.
@@ -74,13 +78,15 @@ class FUSEStreamingMixin:
                 Float samples in [-1, 1], each `(samples,)` or `(channels, samples)` with the layout and channel
                 count of the first, of any length (empty ones are skipped). Read lazily, one chunk at a time.
             sampling_rate (`int`): of the chunks, in Hz; the output has the same.
-            num_inference_steps, guidance_scale, noise_scale, attenuation_limit_db, generator, batch_size,
-            output_type: as in `__call__` (one `torch.Generator`; `batch_size` caps the channels of a window that
-                share a UNet pass).
+            num_inference_steps, guidance_scale, noise_scale, attenuation_limit_db, max_gain_db, generator,
+            batch_size, output_type: as in `__call__` (one `torch.Generator`; `batch_size` caps the channels of a
+                window that share a UNet pass).
             window_seconds (`float`, *optional*): window length (default: the trained one, 2.04 s for fuse-small),
                 rounded to whole latent blocks (256 ms steps for fuse-small). Shorter windows lower the latency and
                 cost more windows per second; the model was trained on the default.
             overlap_seconds (`float`, *optional*): cross-fade between windows (default: 1/32 of the window).
+            full_band (`bool`, *optional*): as in `__call__` (default: on above the model's rate); it adds
+                `HighBandCarrier.latency_samples` (37 ms at 48 kHz) to the latency.
 
         Returns:
             [`FUSEStream`]: an iterator of enhanced chunks, each `(samples,)` or `(channels, samples)` like the
@@ -91,9 +97,10 @@ class FUSEStreamingMixin:
                 count other than the first chunk's) named by its index, or a stream too short to enhance.
         """
         self.check_settings(
-            num_inference_steps, guidance_scale, noise_scale, attenuation_limit_db, batch_size, output_type
+            num_inference_steps, guidance_scale, noise_scale, attenuation_limit_db, batch_size, output_type, max_gain_db
         )
         check_sampling_rate(sampling_rate)
+        check_full_band(full_band)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise ValueError(f"generator must be one torch.Generator for a stream, got {type(generator).__name__}.")
         return FUSEStream(
@@ -104,11 +111,13 @@ class FUSEStreamingMixin:
             guidance_scale=guidance_scale,
             noise_scale=noise_scale,
             attenuation_limit_db=attenuation_limit_db,
+            max_gain_db=max_gain_db,
             generator=generator,
             window_seconds=window_seconds,
             overlap_seconds=overlap_seconds,
             batch_size=batch_size,
             output_type=output_type,
+            full_band=full_band,
         )
 
 
@@ -138,10 +147,12 @@ class FUSEStream(Iterator):
         noise_scale: float,
         attenuation_limit_db: float | None,
         generator,
+        max_gain_db: float | None = 0.0,
         window_seconds: float | None,
         overlap_seconds: float | None,
         batch_size: int,
         output_type: str,
+        full_band: bool | None = None,
     ):
         self.pipe = pipe
         self.sampling_rate = sampling_rate
@@ -150,7 +161,13 @@ class FUSEStream(Iterator):
         self.window_seconds = self._window / model_rate
         self.overlap_seconds = (self._window - self._stride) / model_rate
         self.latency_seconds = (self._window + pipe._latent_hop) / model_rate
-        self._settings = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
+        self._full_band = uses_full_band(full_band, sampling_rate, model_rate)
+        self._high_band = None  # the HighBandCarrier, made with the first chunk
+        if self._full_band:
+            self.latency_seconds += HighBandCarrier(sampling_rate, 1).latency_samples / sampling_rate
+        self._settings = dict(
+            num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, max_gain_db=max_gain_db
+        )
         self._noise_scale, self._attenuation_limit_db = noise_scale, attenuation_limit_db
         self._generator, self._batch_size, self._output_type = generator, batch_size, output_type
         self._width = pipe._latent_width(self._window)
@@ -161,6 +178,7 @@ class FUSEStream(Iterator):
         self._warned_gain = 1.0
         self._received = 0  # input samples (per channel) pulled so far
         self._given = 0  # output samples given out so far
+        self._passed = 0  # output samples passed on to the full-band stage (== _given without it)
         self._original = np.zeros((0, 0), np.float32)  # input not yet given out, kept to mix back
         self._held = np.zeros((0, 0), np.float32)  # resampled output waiting for its input to arrive
         self._run = self._generate()
@@ -229,6 +247,8 @@ class FUSEStream(Iterator):
         self._from_model = StreamingResampler(pipe.sampling_rate, self.sampling_rate, channels)
         self._original = np.zeros((channels, 0), np.float32)
         self._held = np.zeros((channels, 0), np.float32)
+        if self._full_band:
+            self._high_band = HighBandCarrier(self.sampling_rate, channels)
 
     # ---------------------------------------------------------------------------------------------- work
 
@@ -238,7 +258,7 @@ class FUSEStream(Iterator):
             if audio is None:
                 continue
             self._received += audio.shape[1]
-            if self._attenuation_limit_db is not None:
+            if self._attenuation_limit_db is not None or self._full_band:
                 self._original = np.concatenate([self._original, audio], axis=1)
             yield from self._push(self._to_model(audio))
         if self._windows is None:
@@ -283,16 +303,21 @@ class FUSEStream(Iterator):
     def _give(self, enhanced: np.ndarray, last: bool = False) -> Iterator:
         """Model-rate output -> the input's rate, length and layout, mixed back and limited as `__call__` does."""
         self._held = np.concatenate([self._held, self._from_model(enhanced, last=last)], axis=1)
-        count = self._received - self._given  # never past the input received (the resampler's tail is cut off)
+        count = self._received - self._passed  # never past the input received (the resampler's tail is cut off)
         if last and self._held.shape[1] < count:  # as `__call__` pads a resampled output that came out short
             self._held = np.pad(self._held, ((0, 0), (0, count - self._held.shape[1])))
         count = min(count, self._held.shape[1])
+        out, self._held = self._held[:, :count], self._held[:, count:]
+        self._passed += count
+        if self._high_band is not None:  # gives out fewer samples: the gain of a frame looks a few frames ahead
+            behind = self._passed - count - self._given  # input samples the full-band stage holds
+            out = self._high_band(self._original[:, behind : behind + count], out, last=last)
+            count = out.shape[1]
         if count == 0:
             return
-        out, self._held = self._held[:, :count], self._held[:, count:]
         if self._attenuation_limit_db is not None:
             out = limit_attenuation(out, self._original[:, :count], self._attenuation_limit_db)
-            self._original = self._original[:, count:]
+        self._original = self._original[:, count:]
         out = self._limiter(out)
         if self._limiter.gain < self._warned_gain * 0.99:
             self._warned_gain = self._limiter.gain

@@ -278,7 +278,10 @@ class _MultiheadAttention(nn.Module):
             relative = positions[:, None, :] - positions[:, :, None]
         buckets = _relative_position_bucket(relative, self.num_buckets, self.max_distance)
         bias = self.relative_attention_bias(buckets)  # (..., length, length, heads)
-        return bias.movedim(-1, -3)
+        # Heads before the two length axes, by positive dims: torch's TorchScript ONNX exporter writes movedim's
+        # negative ones into an invalid Transpose.
+        lead = bias.dim() - 3
+        return bias.permute(*range(lead), lead + 2, lead, lead + 1)
 
     def forward(
         self,
