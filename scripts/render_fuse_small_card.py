@@ -39,7 +39,7 @@ def main():
 
     rows = [
         "| system | PESQ-WB | ESTOI | SI-SDR dB | DNSMOS OVRL | clean in: PESQ-WB | clean in: SI-SDR dB "
-        "| RTF (2 cores) |",
+        "| RTF (2 cores, loaded: see Speed) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
         row("noisy input", "identity", rtf=False),
         row("noisereduce", "noisereduce"),
