@@ -172,6 +172,10 @@ def to_waveform(
     return istft(spec, length, n_fft, hop_length, window)
 
 
+# The pipeline's default cap: the output may only remove (see `limit_gain`).
+DEFAULT_MAX_GAIN_DB = 0.0
+
+
 def limit_gain(
     spectrum: torch.Tensor, reference: torch.Tensor, max_gain_db: float, compression_exponent: float = SPEC_EXPONENT
 ) -> torch.Tensor:

@@ -25,7 +25,7 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import replace_example_docstring
 
 from ..audio import check_sampling_rate, first_line
-from ..spectral import to_waveform
+from ..spectral import DEFAULT_MAX_GAIN_DB, to_waveform
 from ..windows import crossfade_weights, overlaps, window_geometry, window_starts
 from .clips import AudioInput, Clip, gather_windows, load_clips, restore_clip
 from .encoding import encode_condition, encode_spectral_latents
@@ -233,7 +233,13 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
 
     @staticmethod
     def check_settings(
-        num_inference_steps, guidance_scale, noise_scale, attenuation_limit_db, batch_size, output_type, max_gain_db=0.0
+        num_inference_steps,
+        guidance_scale,
+        noise_scale,
+        attenuation_limit_db,
+        batch_size,
+        output_type,
+        max_gain_db=DEFAULT_MAX_GAIN_DB,
     ):
         """Validates the settings `__call__` and `stream` share; raises a one-line `ValueError` naming a bad one."""
         if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
@@ -264,7 +270,7 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
         batch_size,
         output_type,
         callback_on_step_end_tensor_inputs,
-        max_gain_db=0.0,
+        max_gain_db=DEFAULT_MAX_GAIN_DB,
     ) -> None:
         """Validates the arguments; raises a one-line `ValueError` naming the first bad one. Reads no audio: the
         contents of files and arrays are checked as they are loaded (`prepare_audio`)."""
@@ -401,7 +407,9 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
             spec = self.vae.decode_latents(clean_latents)
         return self.spectrogram_to_waveform(spec, waveform.shape[-1], frames, compressed)
 
-    def _prepare_run(self, num_inference_steps: int, guidance_scale: float, device, max_gain_db=0.0) -> torch.Tensor:
+    def _prepare_run(
+        self, num_inference_steps: int, guidance_scale: float, device, max_gain_db=DEFAULT_MAX_GAIN_DB
+    ) -> torch.Tensor:
         """Sets the guidance scale, gain cap and the scheduler's timesteps for a call (or for one window of a
         stream, which may run between other calls); returns the timesteps."""
         self._guidance_scale, self._max_gain_db = float(guidance_scale), max_gain_db
@@ -435,7 +443,7 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
         guidance_scale: float = 1.0,
         noise_scale: float = DEFAULT_NOISE_SCALE,
         attenuation_limit_db: float | None = None,
-        max_gain_db: float | None = 0.0,
+        max_gain_db: float | None = DEFAULT_MAX_GAIN_DB,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         batch_size: int = 8,

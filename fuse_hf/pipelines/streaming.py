@@ -4,11 +4,10 @@ The stream cuts, enhances and cross-fades the same windows as [`FUSEPipeline.__c
 `fuse_hf.windows.StreamingWindows`), starts each from the same slice of the same noise field (`LatentNoise`),
 enhances it with the same method (`FUSEPipeline.enhance_windows`) and resamples and post-processes with the same
 functions, run piece by piece (`StreamingResampler`, `HighBandCarrier`, `limit_attenuation`, `as_output`): its
-chunks put together
-equal `__call__`'s output on the same input and seed, bit for bit where both batch the UNet alike (`batch_size=1`
-in both, or mono audio and a `__call__` `batch_size` of 1), within float rounding otherwise. The one difference is
-the peak limiter (`RunningPeakLimiter`): `__call__` turns the whole clip down when it would clip; a stream can only
-turn down what it has not given out yet.
+chunks put together equal `__call__`'s output on the same input and seed, bit for bit where both batch the UNet
+alike (`batch_size=1` in both, or mono audio and a `__call__` `batch_size` of 1), within float rounding otherwise.
+The one difference is the peak limiter (`RunningPeakLimiter`): `__call__` turns the whole clip down when it would
+clip; a stream can only turn down what it has not given out yet.
 
 Imports only torch, numpy, diffusers and fuse_hf's array modules, so that it travels with the pipeline as Hub
 remote code.
@@ -29,6 +28,7 @@ from ..audio import (
     check_sampling_rate,
     limit_attenuation,
 )
+from ..spectral import DEFAULT_MAX_GAIN_DB
 from ..windows import StreamingWindows
 from .clips import as_output, check_length
 from .fullband import HighBandCarrier, check_full_band, uses_full_band
@@ -50,7 +50,7 @@ class FUSEStreamingMixin:
         guidance_scale: float = 1.0,
         noise_scale: float = DEFAULT_NOISE_SCALE,
         attenuation_limit_db: float | None = None,
-        max_gain_db: float | None = 0.0,
+        max_gain_db: float | None = DEFAULT_MAX_GAIN_DB,
         generator: torch.Generator | None = None,
         window_seconds: float | None = None,
         overlap_seconds: float | None = None,
@@ -147,7 +147,7 @@ class FUSEStream(Iterator):
         noise_scale: float,
         attenuation_limit_db: float | None,
         generator,
-        max_gain_db: float | None = 0.0,
+        max_gain_db: float | None = DEFAULT_MAX_GAIN_DB,
         window_seconds: float | None,
         overlap_seconds: float | None,
         batch_size: int,
