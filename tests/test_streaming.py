@@ -248,6 +248,67 @@ def test_peak_limiting_equals_call_from_the_loudest_chunk_on(tiny_pipeline, make
     assert gain == pytest.approx(1.0) or np.abs(reference[: first.size] / first).max() < 0.999
 
 
+# ------------------------------------------------------------------------------------------ push mode
+
+
+def pushed(pipe, chunks, rate, seed=0, **kwargs) -> tuple[np.ndarray, int]:
+    """A push-mode stream fed `chunks` one `push` at a time, then `finish`: the output put together, and how many
+    pieces came out before `finish`."""
+    stream = pipe.stream(None, rate, generator=torch.Generator().manual_seed(seed), **kwargs)
+    pieces = [piece for chunk in chunks for piece in stream.push(chunk)]
+    early = len(pieces)
+    pieces += stream.finish()
+    return np.concatenate(pieces, axis=-1), early
+
+
+@pytest.mark.parametrize("rate,channels", [(16000, 1), (22050, 2)])
+def test_push_mode_equals_the_pull_stream_and_call(tiny_pipeline, make_speech, rate, channels):
+    """One long chunk (over a window), empty ones, then chunks of 1 sample and of random sizes, pushed one per call:
+    the same samples as the pull stream and `__call__` (bit for bit: both batch the UNet alike), given out as they
+    are ready, not all at `finish`."""
+    audio = make_speech(1.3, rate, channels, seed=11)
+    if channels == 1:
+        audio = audio[0]
+    long = int(0.7 * rate)  # the tiny model's window is 0.5 s
+    chunks = [audio[..., :0], audio[..., :long], audio[..., :0], *random_chunks(audio[..., long:], seed=5, ones=40)]
+    settings = dict(num_inference_steps=1, batch_size=1)
+    got, early = pushed(tiny_pipeline, chunks, rate, **settings)
+    assert got.shape == audio.shape and got.dtype == np.float32 and early >= 1
+    np.testing.assert_array_equal(got, streamed(tiny_pipeline, iter(chunks), rate, **settings))
+    np.testing.assert_array_equal(got, offline(tiny_pipeline, audio, rate, **settings))
+
+
+def test_push_mode_misuse_is_named_in_one_line(tiny_pipeline):
+    ok, nan = np.zeros(4000, np.float32), np.array([0.0, np.nan] * 100, np.float32)
+    errors = []
+
+    def fails(kind, call, *args):
+        with pytest.raises(kind) as info:
+            call(*args)
+        errors.append(str(info.value))
+        return str(info.value)
+
+    push = tiny_pipeline.stream(None, 16000, num_inference_steps=1)
+    assert "push mode (made with chunks=None): use push() and finish()" in fails(TypeError, next, push)
+    assert fails(ValueError, push.finish) == bad_stream(tiny_pipeline, [])  # nothing pushed: as the pull stream
+    assert "push() after the stream ended" in fails(ValueError, push.push, ok)
+
+    pull = tiny_pipeline.stream([ok], 16000, num_inference_steps=1)
+    assert "push() is for push-mode streams" in fails(TypeError, pull.push, ok)
+    assert "finish() is for push-mode streams" in fails(TypeError, pull.finish)
+
+    done = tiny_pipeline.stream(None, 16000, num_inference_steps=1)
+    assert done.push(ok) == [] and done.push(ok[:0]) == []  # a quarter window: nothing ready yet
+    assert sum(piece.size for piece in done.finish()) == ok.size
+    assert "finish() after the stream ended" in fails(ValueError, done.finish)
+
+    broken = tiny_pipeline.stream(None, 16000, num_inference_steps=1)
+    broken.push(ok)
+    assert fails(ValueError, broken.push, nan) == "chunk 1: audio contains NaN or Inf samples."
+    assert "push() after the stream ended (finish(), close() or an error)" in fails(ValueError, broken.push, ok)
+    assert all("\n" not in error for error in errors)
+
+
 # ------------------------------------------------------------------------------------------ memory and latency
 
 

@@ -9,12 +9,17 @@ alike (`batch_size=1` in both, or mono audio and a `__call__` `batch_size` of 1)
 The one difference is the peak limiter (`RunningPeakLimiter`): `__call__` turns the whole clip down when it would
 clip; a stream can only turn down what it has not given out yet.
 
+A stream either pulls its chunks from an iterable (iterate it) or is pushed them one call at a time (`chunks=None`:
+`push` and `finish`), for handlers that get one chunk per call and must return at once (Gradio, websockets). Both
+run the same generator: in push mode it reads from a queue and hands back a private marker when the queue is empty.
+
 Imports only torch, numpy, diffusers and fuse_hf's array modules, so that it travels with the pipeline as Hub
 remote code.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -38,13 +43,17 @@ logger = logging.get_logger(__name__)
 
 __all__ = ["FUSEStream", "FUSEStreamingMixin"]
 
+# What the stream's generator yields in push mode when it has used up the chunks pushed so far: `push` collects the
+# enhanced chunks before it and returns them (a generator cannot wait for input without blocking or a thread).
+_NEEDS_INPUT = object()
+
 
 class FUSEStreamingMixin:
     """Gives [`FUSEPipeline`] its `stream` method (kept here, beside the stream it makes)."""
 
     def stream(
         self,
-        chunks: Iterable[np.ndarray | torch.Tensor],
+        chunks: Iterable[np.ndarray | torch.Tensor] | None,
         sampling_rate: int,
         num_inference_steps: int = 6,
         guidance_scale: float = 1.0,
@@ -73,10 +82,20 @@ class FUSEStreamingMixin:
             speaker.write(enhanced)  # (samples,) float32, as soon as it is ready
         ```
 
+        Push mode, for a handler called once per chunk that must return what is ready without waiting:
+
+        ```py
+        stream = pipe.stream(None, sampling_rate=48000, window_seconds=1.0)
+        def on_chunk(chunk):  # each call returns at once, with 0 or more enhanced chunks
+            return stream.push(chunk)
+        tail = stream.finish()  # the input ended: the rest of the output
+        ```
+
         Args:
-            chunks (iterable of `np.ndarray` or `torch.Tensor`):
+            chunks (iterable of `np.ndarray` or `torch.Tensor`, or `None`):
                 Float samples in [-1, 1], each `(samples,)` or `(channels, samples)` with the layout and channel
-                count of the first, of any length (empty ones are skipped). Read lazily, one chunk at a time.
+                count of the first, of any length (empty ones are skipped). Read lazily, one chunk at a time. None:
+                push mode, the chunks are given with `FUSEStream.push` and the end with `FUSEStream.finish`.
             sampling_rate (`int`): of the chunks, in Hz; the output has the same.
             num_inference_steps, guidance_scale, noise_scale, attenuation_limit_db, max_gain_db, generator,
             batch_size, output_type: as in `__call__` (one `torch.Generator`; `batch_size` caps the channels of a
@@ -89,12 +108,14 @@ class FUSEStreamingMixin:
                 `HighBandCarrier.latency_samples` (37 ms at 48 kHz) to the latency.
 
         Returns:
-            [`FUSEStream`]: an iterator of enhanced chunks, each `(samples,)` or `(channels, samples)` like the
-            input, numpy or torch (`output_type`).
+            [`FUSEStream`]: an iterator of enhanced chunks (push mode: `push` and `finish` return lists of them),
+            each `(samples,)` or `(channels, samples)` like the input, float32 at `sampling_rate`, numpy or torch
+            (`output_type`).
 
         Raises:
-            ValueError: at once, a bad setting; while iterating, a bad chunk (wrong rank, NaN or Inf, a channel
-                count other than the first chunk's) named by its index, or a stream too short to enhance.
+            ValueError: at once, a bad setting; while iterating (push mode: in `push` or `finish`), a bad chunk
+                (wrong rank, NaN or Inf, a channel count other than the first chunk's) named by its index, or a
+                stream too short to enhance.
         """
         self.check_settings(
             num_inference_steps, guidance_scale, noise_scale, attenuation_limit_db, batch_size, output_type, max_gain_db
@@ -128,6 +149,9 @@ class FUSEStream(Iterator):
     Pulls input chunks from the iterable it was given only as it needs them, and keeps only what a pending window
     needs: about two windows of input and output, whatever the stream's length (`buffered_samples`).
 
+    Made with `chunks=None` it is a push-mode stream instead: not iterated, but given each chunk with `push` (which
+    returns the enhanced chunks ready now) and told the input ended with `finish` (which returns the rest).
+
     Attributes:
         sampling_rate (`int`): of the input and the output, in Hz.
         window_seconds, overlap_seconds (`float`): the windows used (rounded to whole latent frames).
@@ -139,7 +163,7 @@ class FUSEStream(Iterator):
     def __init__(
         self,
         pipe,
-        chunks: Iterable,
+        chunks: Iterable | None,
         sampling_rate: int,
         *,
         num_inference_steps: int,
@@ -171,7 +195,10 @@ class FUSEStream(Iterator):
         self._noise_scale, self._attenuation_limit_db = noise_scale, attenuation_limit_db
         self._generator, self._batch_size, self._output_type = generator, batch_size, output_type
         self._width = pipe._latent_width(self._window)
-        self._chunks = iter(chunks)
+        # Push mode: chunks wait in `_queue` for the generator; `_ended` once finish()/close() ran or it failed.
+        self._queue = deque() if chunks is None else None
+        self._ended = False
+        self._chunks = self._pushed() if chunks is None else iter(chunks)
         self._was_1d = self._channels = None
         self._windows = self._noise = self._to_model = self._from_model = None
         self._limiter = RunningPeakLimiter()
@@ -189,11 +216,84 @@ class FUSEStream(Iterator):
         return self
 
     def __next__(self) -> np.ndarray | torch.Tensor:
+        if self._queue is not None:
+            raise TypeError("this stream is in push mode (made with chunks=None): use push() and finish(), not next().")
         return next(self._run)
 
     def close(self) -> None:
         """Stops the stream (the chunks iterable is not closed)."""
+        self._ended = True
         self._run.close()
+
+    # ---------------------------------------------------------------------------------------------- push mode
+
+    def push(self, chunk: np.ndarray | torch.Tensor) -> list[np.ndarray | torch.Tensor]:
+        """Push mode: gives the stream its next input chunk and returns the enhanced chunks that are ready now.
+
+        Args:
+            chunk: float samples in [-1, 1], `(samples,)` or `(channels, samples)` at `sampling_rate` with the
+                layout and channel count of the first chunk, of any length (an empty one returns `[]`).
+
+        Returns:
+            Enhanced chunks, each `(samples,)` or `(channels, samples)` like the input (`output_type`); often `[]`:
+            output trails the input by about a window (`latency_seconds`). Enhances every window the chunk completes
+            before returning.
+
+        Raises:
+            TypeError: the stream pulls from an iterable (made with chunks); iterate it instead.
+            ValueError: after `finish`, `close` or an error; or a bad chunk, as while iterating.
+        """
+        self._check_push("push")
+        self._queue.append(chunk)
+        return self._drain()
+
+    def finish(self) -> list[np.ndarray | torch.Tensor]:
+        """Push mode: the input has ended; enhances the last windows and returns the rest of the output (together
+        with everything `push` returned: as long as the input).
+
+        Raises:
+            TypeError: the stream pulls from an iterable.
+            ValueError: called twice, or after `close` or an error; no audio was pushed ("the stream held no
+                audio"), or too little to enhance, as while iterating.
+        """
+        self._check_push("finish")
+        self._ended = True
+        return self._drain()
+
+    def _check_push(self, method: str) -> None:
+        if self._queue is None:
+            raise TypeError(
+                f"{method}() is for push-mode streams (made with pipe.stream(None, ...)); this one reads the chunks "
+                "iterable it was given: iterate it."
+            )
+        if self._ended:
+            raise ValueError(
+                f"{method}() after the stream ended (finish(), close() or an error); start a new one with "
+                "pipe.stream(None, ...)."
+            )
+
+    def _pushed(self) -> Iterator:
+        """The chunks pushed so far, then `_NEEDS_INPUT` whenever there are none left (until `finish`)."""
+        while True:
+            if self._queue:
+                yield self._queue.popleft()
+            elif self._ended:
+                return
+            else:
+                yield _NEEDS_INPUT
+
+    def _drain(self) -> list:
+        """Runs the generator until it needs input (or ends): the enhanced chunks it gave out on the way."""
+        out = []
+        try:
+            for piece in self._run:
+                if piece is _NEEDS_INPUT:
+                    break
+                out.append(piece)
+        except BaseException:
+            self._ended = True  # the generator is dead: a later push must not look like a stream with nothing ready
+            raise
+        return out
 
     @property
     def buffered_samples(self) -> int:
@@ -253,7 +353,12 @@ class FUSEStream(Iterator):
     # ---------------------------------------------------------------------------------------------- work
 
     def _generate(self) -> Iterator:
-        for index, chunk in enumerate(self._chunks):
+        index = -1
+        for chunk in self._chunks:
+            if chunk is _NEEDS_INPUT:  # push mode, the queue is empty: back to `push`, resumed by the next one
+                yield chunk
+                continue
+            index += 1
             audio = self._check_chunk(chunk, index)
             if audio is None:
                 continue
