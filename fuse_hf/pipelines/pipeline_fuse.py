@@ -34,6 +34,7 @@ from .noise import DEFAULT_NOISE_SCALE, LatentNoise
 from .pipeline_output import FUSEPipelineOutput
 from .precision import PRECISIONS, autocast_context, set_layout, uses_channels_last
 from .streaming import FUSEStreamingMixin
+from .upsampling import fold_upsamplers
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -95,6 +96,9 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
             vae=vae, conditioner=conditioner, unet=unet, scheduler=scheduler, feature_extractor=feature_extractor
         )
         self.vae.enable_slicing()
+        for model in (self.vae, self.unet):  # exact, 2.25x fewer multiply-adds in the up-samplers (upsampling.py)
+            if isinstance(model, torch.nn.Module):
+                fold_upsamplers(model)
         self._channels_last = False  # the layout the modules were given in
         self.set_precision(os.environ.get("FUSE_HF_PRECISION", "auto"))
 
