@@ -56,8 +56,9 @@ def load_pipeline(
         random_fallback: when `model` is None and no model is bundled, return a tiny pipeline with RANDOM weights
             (its output is not speech; a :class:`RandomWeightsWarning` says so) instead of raising. For development
             pages and timing runs only.
-        backend: ``"torch"`` or ``"onnx"`` (onnxruntime, on the CPU: a folder written by `fuse-hf export-onnx`);
-            None: onnx for such a folder, else torch.
+        backend: ``"torch"``, ``"onnx"`` (onnxruntime, on the CPU; a folder without graphs is exported once into
+            a cache) or ``"auto"`` (onnx on the CPU where onnxruntime is installed, else torch; what the commands
+            use); None: onnx for a folder written by `fuse-hf export-onnx`, else torch.
 
     Returns:
         The `FUSEPipeline` on `device`, progress bars off.
@@ -72,6 +73,8 @@ def load_pipeline(
 
     if model is None:
         model = bundled_model_path()
+    if backend == "auto" and torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")).type != "cpu":
+        backend = "torch"  # onnxruntime runs here on the CPU only
     if model is not None:
         pipe = FUSEPipeline.from_pretrained(model, backend=backend)
     elif backend == "onnx":

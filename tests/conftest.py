@@ -2,6 +2,7 @@
 
 import os
 import socket
+import tempfile
 
 import numpy as np
 import pytest
@@ -9,6 +10,8 @@ import torch
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# `--backend auto` exports torch folders to ONNX once: into a folder of this test session, not the user's cache.
+os.environ["FUSE_HF_ONNX_CACHE"] = tempfile.mkdtemp(prefix="fuse-hf-onnx-cache-")
 # Exactness tests compare outputs bit for bit: run pipelines in fp32 unless a test asks for bf16 itself.
 os.environ["FUSE_HF_PRECISION"] = "fp32"
 torch.set_num_threads(2)

@@ -234,6 +234,7 @@ def test_systems_and_their_settings():
     assert fuse_settings("fuse@6-g2-n0.5") == {"num_inference_steps": 6, "guidance_scale": 2.0, "noise_scale": 0.5}
     assert fuse_settings("fuse@1-n0.250000") == {"num_inference_steps": 1, "noise_scale": 0.25}
     assert fuse_settings("fuse@6-g0-u") == {"num_inference_steps": 6, "guidance_scale": 0.0, "max_gain_db": None}
+    assert fuse_settings("fuse@6-a20") == {"num_inference_steps": 6, "attenuation_limit_db": 20.0}
     assert fuse_settings("fuse@6-w0.5") == {"num_inference_steps": 6, "window_seconds": 0.5}
     systems = ["identity", "fuse@1", "fuse@6-g3", "fuse@6", "fuse@6-n1", "fuse@6-g0"]
     assert guidance_variants(systems) == [(0.0, "fuse@6-g0"), (1.0, "fuse@6"), (3.0, "fuse@6-g3")]

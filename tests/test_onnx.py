@@ -14,7 +14,16 @@ pytest.importorskip("onnx")
 
 from fuse_hf import FUSEPipeline  # noqa: E402
 from fuse_hf.commands import main  # noqa: E402
-from fuse_hf.pipelines.onnx_backend import GRAPHS, ONNXUNet, snr_db, uses_onnx  # noqa: E402
+from fuse_hf.pipelines.onnx_backend import (  # noqa: E402
+    GRAPHS,
+    STATIC_INT8_GRAPHS,
+    ONNXUNet,
+    has_onnx_graphs,
+    onnx_cache_dir,
+    resolve_backend,
+    snr_db,
+    uses_onnx,
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -81,15 +90,35 @@ def test_stream_runs_on_the_onnx_backend(onnx_pipeline, make_speech):
     assert snr_db(whole, streamed) >= 40
 
 
+def test_full_band_runs_on_the_onnx_backend(tiny_pipeline, onnx_pipeline, make_speech):
+    # 48 kHz stereo: the band above 8 kHz is carried over by the same post-processing on either back end.
+    audio = make_speech(0.9, 48000, channels=2)
+    kwargs = dict(sampling_rate=48000, num_inference_steps=1, full_band=True)
+    reference = tiny_pipeline(audio, generator=torch.Generator().manual_seed(0), **kwargs).audios
+    out = onnx_pipeline(audio, generator=torch.Generator().manual_seed(0), **kwargs).audios
+    assert out.shape == audio.shape and snr_db(reference, out) >= 40
+
+
 def test_backend_choice_on_an_exported_folder(exported, tiny_pipeline_dir):
     folder = exported[0]
     assert not uses_onnx(FUSEPipeline.from_pretrained(folder, backend="torch"))  # the weights travel along
     with pytest.raises(ValueError, match="backend must be one of") as info:
         FUSEPipeline.from_pretrained(folder, backend="tensorrt")
     assert "\n" not in str(info.value)
-    with pytest.raises(ValueError, match="no ONNX graphs.*export-onnx") as info:
-        FUSEPipeline.from_pretrained(tiny_pipeline_dir, backend="onnx")
-    assert "\n" not in str(info.value)
+    assert resolve_backend(tiny_pipeline_dir, "auto") == "onnx"  # onnxruntime is installed here
+    assert resolve_backend(tiny_pipeline_dir, None) == "torch" and resolve_backend(folder, None) == "onnx"
+
+
+def test_onnx_backend_on_a_torch_folder_exports_once_into_the_cache(tiny_pipeline, tiny_pipeline_dir, make_speech):
+    first = FUSEPipeline.from_pretrained(tiny_pipeline_dir, backend="onnx")
+    assert uses_onnx(first)
+    cached = [p for p in onnx_cache_dir().iterdir() if has_onnx_graphs(p)]
+    assert len(cached) == 1 and not any(".tmp-" in p.name for p in onnx_cache_dir().iterdir())
+    stamp = (cached[0] / "onnx" / "unet.onnx").stat().st_mtime_ns
+    second = FUSEPipeline.from_pretrained(tiny_pipeline_dir, backend="auto")
+    assert uses_onnx(second) and (cached[0] / "onnx" / "unet.onnx").stat().st_mtime_ns == stamp  # reused
+    audio = make_speech(0.8)[0]
+    assert snr_db(run(tiny_pipeline, audio, num_inference_steps=1), run(second, audio, num_inference_steps=1)) >= 40
 
 
 def test_missing_graph_or_onnxruntime_is_one_line(exported, tmp_path, monkeypatch):
@@ -127,6 +156,13 @@ def test_cli_exports_int8_and_enhances_with_it(tiny_pipeline_dir, make_speech, t
     assert "(int8)" in capsys.readouterr().out
     config = json.loads((out_dir / "onnx" / "config.json").read_text())
     assert config["quantize"] == "int8" and all(np.isfinite(g["snr_db"]) for g in config["graphs"].values())
+    import onnx
+
+    for name in STATIC_INT8_GRAPHS:  # calibrated int8 convolutions, the first and last kept in fp32
+        nodes = onnx.load(str(out_dir / "onnx" / f"{name}.onnx")).graph.node
+        fp32_convs = [n.name for n in nodes if n.op_type == "Conv"]
+        assert any(n.op_type == "QLinearConv" for n in nodes), name
+        assert fp32_convs and all("conv_in" in c or "conv_out" in c or "quant_conv" in c for c in fp32_convs), name
     assert main(["export-onnx", str(tiny_pipeline_dir), str(out_dir)]) == 1
     assert "fuse-hf export-onnx: error:" in capsys.readouterr().err
     noisy = tmp_path / "in" / "a.wav"
@@ -137,5 +173,4 @@ def test_cli_exports_int8_and_enhances_with_it(tiny_pipeline_dir, make_speech, t
     assert main([*args, "--model", str(out_dir), "--backend", "onnx"]) == 0
     audio, rate = sf.read(enhanced / "a.wav")
     assert rate == 16000 and audio.shape == (int(0.7 * 16000),) and np.abs(audio).max() > 0
-    assert main([*args, "--model", str(tiny_pipeline_dir), "--backend", "onnx", "--overwrite"]) == 1
-    assert "no ONNX graphs" in capsys.readouterr().err
+    assert main([*args, "--model", str(tiny_pipeline_dir), "--backend", "torch", "--overwrite"]) == 0

@@ -1,10 +1,11 @@
 """The quality benchmark's systems and runs: enhance every pair with every system, score it, time the systems.
 
 Systems: ``identity`` (the noisy input), ``noisereduce``, ``deepfilternet3`` (`benchmarks.peers`) and FUSE settings
-named ``fuse@N[-gG][-nS][-wW][-u]`` (`fuse_settings`, the one place of this grammar): N DDIM steps, ``-gG`` the
+named ``fuse@N[-gG][-nS][-wW][-aA][-u]`` (`fuse_settings`, the one place of this grammar): N DDIM steps, ``-gG`` the
 guidance scale (1: BEATs guidance as trained, the default; 0: guidance off; above 1: classifier-free guidance),
-``-nS`` the noise scale (default: the pipeline's), ``-wW`` windows of W seconds (a stream's latency), ``-u``
-uncapped (``max_gain_db=None``: the decoded spectrum as it is, where the default caps each bin at the input's).
+``-nS`` the noise scale (default: the pipeline's), ``-wW`` windows of W seconds (a stream's latency), ``-aA`` an
+attenuation limit of A dB, ``-u`` uncapped (``max_gain_db=None``: the decoded spectrum as it is, where the default
+caps each bin at the input's).
 Every system is an ``enhance(noisy, sr, seed) -> enhanced`` function (`make_enhancer`), so that scoring and timing
 treat them alike. Besides the metrics of `fuse_hf.metrics`, every output gets `high_band_db` (its energy above 4 kHz
 against the clean speech's), and `silence_check` runs digital silence through the FUSE systems.
@@ -43,8 +44,8 @@ MAIN_FUSE = "fuse@6"
 TIMING_CLIP_SECONDS = 4
 HIGH_BAND_HZ = 4000.0
 SILENCE_SECONDS = 2.0
-_FUSE_NAME = re.compile(r"fuse@([1-9][0-9]*)((?:-(?:[gnw][0-9]+(?:\.[0-9]+)?|u))*)")
-_FUSE_OPTIONS = {"g": "guidance_scale", "n": "noise_scale", "w": "window_seconds"}
+_FUSE_NAME = re.compile(r"fuse@([1-9][0-9]*)((?:-(?:[gnwa][0-9]+(?:\.[0-9]+)?|u))*)")
+_FUSE_OPTIONS = {"g": "guidance_scale", "n": "noise_scale", "w": "window_seconds", "a": "attenuation_limit_db"}
 
 Enhancer = Callable[[np.ndarray, int, int], np.ndarray]
 
@@ -64,8 +65,9 @@ def parse_systems(text: str) -> list[str]:
 
 
 def fuse_settings(system: str, what: str = "system") -> dict[str, float]:
-    """Pipeline arguments of a FUSE system name ``fuse@N[-gG][-nS][-wW][-u]``: ``fuse@6`` -> 6 steps; ``-g0`` sets
-    ``guidance_scale``, ``-n1`` sets ``noise_scale``, ``-w0.5`` sets ``window_seconds``, ``-u`` sets
+    """Pipeline arguments of a FUSE system name ``fuse@N[-gG][-nS][-wW][-aA][-u]``: ``fuse@6`` -> 6 steps; ``-g0`` sets
+    ``guidance_scale``, ``-n1`` sets ``noise_scale``, ``-w0.5`` sets ``window_seconds``, ``-a20`` sets
+    ``attenuation_limit_db``, ``-u`` sets
     ``max_gain_db=None``; what is not named keeps the pipeline's default.
 
     Raises:
@@ -74,7 +76,7 @@ def fuse_settings(system: str, what: str = "system") -> dict[str, float]:
     match = _FUSE_NAME.fullmatch(system)
     if match is None:
         raise ValueError(
-            f"{what}: unknown system {system!r}. Choose from {', '.join(PEER_SYSTEMS)}, fuse@N[-gG][-nS][-wW][-u] "
+            f"{what}: unknown system {system!r}. Choose from {', '.join(PEER_SYSTEMS)}, fuse@N[-gG][-nS][-wW][-aA][-u] "
             f"(e.g. {', '.join(FUSE_SYSTEMS[-4:])}) or {', '.join(GROUPS)}."
         )
     options = match.group(2).split("-")[1:]

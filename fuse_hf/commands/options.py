@@ -13,10 +13,11 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--backend",
-        choices=["torch", "onnx"],
-        default=None,
-        help="run the networks in torch, or in onnxruntime on the CPU (a folder from `fuse-hf export-onnx`; "
-        "default: onnx for such a folder, else torch)",
+        choices=["auto", "torch", "onnx"],
+        default="auto",
+        help="run the networks in torch, or in onnxruntime on the CPU (faster on CPUs without bf16; a model "
+        "folder without ONNX graphs is exported once into ~/.cache/fuse-hf/onnx); auto: onnx on the CPU when "
+        "onnxruntime is installed (pip install 'fuse-hf[onnx]'), else torch",
     )
     parser.add_argument("--steps", type=int, default=6, help="DDIM steps (num_inference_steps)")
     parser.add_argument(

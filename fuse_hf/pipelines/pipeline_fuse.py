@@ -129,7 +129,9 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         """Loads from a local `save_pretrained` folder or a Hub repo id (`revision`, `cache_dir`, `token`,
         `local_files_only` as in diffusers; works offline from the cache with ``HF_HUB_OFFLINE=1``).
-        `backend`: "torch", or "onnx" (onnxruntime; the default for a folder written by [`export_onnx`]).
+        `backend`: "torch", "onnx" (onnxruntime; the default for a folder written by [`export_onnx`]; a torch
+        folder is exported once into a cache, `onnx_backend.cached_onnx_folder`), or "auto" (onnx where onnxruntime
+        is installed).
 
         Raises:
             ValueError: in one line naming the folder and the cause: a missing file, weights that do not fit
@@ -138,14 +140,15 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
         """
         from .. import models  # noqa: F401 (diffusers finds the custom component classes among imported modules)
         from ..hub import resolve_pipeline_folder
-        from .onnx_backend import load_onnx_pipeline, resolve_backend
+        from .onnx_backend import cached_onnx_folder, has_onnx_graphs, load_onnx_pipeline, resolve_backend
 
         hub_options = {key: kwargs.pop(key, None) for key in ("revision", "cache_dir", "token", "local_files_only")}
         folder = resolve_pipeline_folder(pretrained_model_name_or_path, **hub_options)
         kwargs.setdefault("use_safetensors", True)
         try:
             if resolve_backend(folder, kwargs.pop("backend", None)) == "onnx":
-                return load_onnx_pipeline(cls, folder, **kwargs)
+                graphs = folder if has_onnx_graphs(folder) else cached_onnx_folder(cls, folder)
+                return load_onnx_pipeline(cls, graphs, **kwargs)
             return super().from_pretrained(folder, **kwargs)
         except (RuntimeError, OSError, ValueError) as err:
             if _is_weight_mismatch(err):
