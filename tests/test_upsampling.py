@@ -33,12 +33,12 @@ def test_folded_upsampler_other_output_size_goes_the_original_way():
 
 def test_phase_kernels_sum_the_taps_each_phase_sees():
     weight = torch.arange(9.0).reshape(1, 1, 3, 3)  # rows (0 1 2), (3 4 5), (6 7 8)
-    kernels = phase_kernels(weight)  # phases (0,0), (0,1), (1,0), (1,1)
+    kernels = phase_kernels(weight)  # pixel-shuffle order: phases (1,1), (1,0), (0,1), (0,0)
     # Phase (0, 0) reads input rows (i-1, i) and columns (j-1, j): tap row 0 alone, rows 1 + 2 summed, and the same
     # for columns.
-    torch.testing.assert_close(kernels[0, 0], torch.tensor([[0.0, 1 + 2], [3 + 6, 4 + 5 + 7 + 8]]))
+    torch.testing.assert_close(kernels[3, 0], torch.tensor([[0.0, 1 + 2], [3 + 6, 4 + 5 + 7 + 8]]))
     # Phase (1, 1) reads rows (i, i+1) and columns (j, j+1): rows 0 + 1 summed, row 2 alone.
-    torch.testing.assert_close(kernels[3, 0], torch.tensor([[0 + 1 + 3 + 4, 2 + 5], [6 + 7, 8.0]]))
+    torch.testing.assert_close(kernels[0, 0], torch.tensor([[0 + 1 + 3 + 4, 2 + 5], [6 + 7, 8.0]]))
     assert kernels.sum() == 4 * weight.sum()  # every tap lands once in each phase
 
 

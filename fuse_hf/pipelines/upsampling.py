@@ -20,18 +20,20 @@ from torch import nn
 
 __all__ = ["FoldedUpsample2D", "fold_upsamplers", "phase_kernels"]
 
-# Which taps of a 3x3 kernel's row (column) land on each of the two input rows (columns) a phase reads:
-# phase 0 reads rows (i - 1, i): tap 0 on i - 1, taps 1 + 2 on i; phase 1 reads rows (i, i + 1): taps 0 + 1 on i,
-# tap 2 on i + 1. Rows of the matrices: (phase, input row); columns: the kernel's three taps.
-_TAP_SUMS = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]], [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
+# Which taps of a 3x3 kernel's row (column) land on each of the two input rows (columns) an output phase reads:
+# phase 0 (even output rows) reads rows (i - 1, i): tap 0 on i - 1, taps 1 + 2 on i; phase 1 (odd rows) reads rows
+# (i, i + 1): taps 0 + 1 on i, tap 2 on i + 1. Ordered by pixel-shuffle sub-row (see `FoldedUpsample2D.forward`):
+# sub-row 0 holds phase 1, sub-row 1 phase 0. Axes: (sub-row, input row, the kernel's three taps).
+_TAP_SUMS = torch.tensor([[[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]], [[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]]])
 
 
 def phase_kernels(weight: torch.Tensor) -> torch.Tensor:
-    """`(4 * out, in, 2, 2)` kernels of the four output phases, ordered (row parity, column parity, out channel),
-    from a `(out, in, 3, 3)` kernel that follows a nearest 2x up-sampling."""
+    """`(out * 4, in, 2, 2)` kernels of the four output phases in pixel-shuffle order (channel = out channel * 4 +
+    sub-row * 2 + sub-column; sub-row/-column 0 is phase 1, 1 is phase 0), from a `(out, in, 3, 3)` kernel that
+    follows a nearest 2x up-sampling."""
     sums = _TAP_SUMS.to(device=weight.device, dtype=weight.dtype)
-    kernels = torch.einsum("arh,bsw,oihw->aboirs", sums, sums, weight)  # (2, 2, out, in, 2, 2)
-    return kernels.reshape(-1, *kernels.shape[3:])
+    kernels = torch.einsum("arh,bsw,oihw->oabirs", sums, sums, weight)  # (out, 2, 2, in, 2, 2)
+    return kernels.flatten(0, 2)
 
 
 def _is_foldable(module: nn.Module) -> bool:
@@ -74,10 +76,8 @@ class FoldedUpsample2D(nn.Module):
         # row i is its output row i, phase 1 its row i + 1. Shuffled with phase 0 in the odd sub-row and phase 1 in
         # the even one, output row i's phase 0 lands on row 2i + 1 and phase 1 on row 2(i + 1) = 2i + 2, so the
         # up-sampled map is the shuffled one less its first row (the same for columns).
-        kernels = phase_kernels(conv.weight).unflatten(0, (2, 2, -1)).flip(0, 1)  # sub-row 0 <- phase 1
-        kernels = kernels.permute(2, 0, 1, 3, 4, 5).flatten(0, 2)  # channel = out * 4 + sub-row * 2 + sub-column
         bias = None if conv.bias is None else conv.bias.repeat_interleave(4)
-        phases = F.conv2d(F.pad(hidden_states, (1, 1, 1, 1)), kernels, bias)  # (batch, 4 * out, H + 1, W + 1)
+        phases = F.conv2d(F.pad(hidden_states, (1, 1, 1, 1)), phase_kernels(conv.weight), bias)  # (B, 4out, H+1, W+1)
         return F.pixel_shuffle(phases, 2)[:, :, 1 : 2 * height + 1, 1 : 2 * width + 1]
 
 
