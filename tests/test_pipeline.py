@@ -577,6 +577,29 @@ def test_bad_front_end_settings_are_named(kwargs, message):
         SpectralAutoencoderKL(**TINY_VAE, **kwargs)
 
 
+def test_a_lighter_decoder_keeps_the_encoder_and_the_kept_decoder_weights(tmp_path):
+    torch.manual_seed(0)
+    vae = SpectralAutoencoderKL(**TINY_VAE).eval()
+    lighter = vae.with_lighter_decoder(0).eval()
+    assert [len(b.resnets) for b in vae.decoder.up_blocks] == [2, 2, 2]
+    assert [len(b.resnets) for b in lighter.decoder.up_blocks] == [1, 1, 1]
+    assert lighter.config.decoder_layers_per_block == 0 and lighter.config.layers_per_block == 1
+    full = vae.state_dict()
+    for key, value in lighter.state_dict().items():  # every tensor is the trained model's
+        torch.testing.assert_close(value, full[key], rtol=0, atol=0)
+    spec = torch.randn(2, 2, 256, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(lighter.encode_to_latents(spec), vae.encode_to_latents(spec), rtol=0, atol=0)
+        latents = vae.encode(spec).latent_dist.mode()
+        assert lighter.decode(latents).sample.shape == vae.decode(latents).sample.shape == spec.shape
+    lighter.save_pretrained(tmp_path / "vae")
+    again = SpectralAutoencoderKL.from_pretrained(tmp_path / "vae")
+    assert [len(b.resnets) for b in again.decoder.up_blocks] == [1, 1, 1]
+    for bad in (1, 2, -1):
+        with pytest.raises(ValueError, match=r"decoder_layers_per_block must be in \[0, 1\)"):
+            vae.with_lighter_decoder(bad)
+
+
 def test_call_docstring_example_runs(monkeypatch):
     doc = FUSEPipeline.__call__.__doc__
     assert "Examples:" in doc and ">>> pipe = FUSEPipeline.from_pretrained" in doc

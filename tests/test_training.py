@@ -102,6 +102,37 @@ def test_each_stage_learns_a_fixed_batch(stage, toy_corpus, trained_parts, tmp_p
     assert losses[-1] < 0.85 * losses[0], f"{stage}: loss {losses[0]:.4f} -> {losses[-1]:.4f}"
 
 
+def test_a_lighter_decoder_is_fine_tuned_alone_on_the_frozen_encoder(toy_corpus, trained_parts, tmp_path):
+    """`--train_decoder_only` with `vae: decoder_layers_per_block: 0`: the encoder and the latent scale stay the
+    pre-trained VAE's, bit for bit (a UNet trained on its latents keeps working); the lighter decoder learns."""
+    config = tmp_path / "vae.yaml"
+    config.write_text((TINY / "vae.yaml").read_text() + "  decoder_layers_per_block: 0\n")
+    argv = ["vae", "--config", str(config), *data_flags(toy_corpus), "--output_dir", str(tmp_path / "run")]
+    extra = ["--max_train_steps", "3", "--num_validation_pairs", "1"]
+    args = parse_args([*argv, *extra, "--pretrained_model", str(trained_parts[0]), "--train_decoder_only"])
+    train(args, STAGES["vae"]())
+
+    before, after = load_file(str(trained_parts[0] / "diffusion_pytorch_model.safetensors")), None
+    after = load_file(str(tmp_path / "run" / "vae" / "diffusion_pytorch_model.safetensors"))
+    for key, value in after.items():
+        if key.startswith(("encoder.", "quant_conv.")):
+            assert torch.equal(value, before[key]), key
+    assert any(not torch.equal(v, before[k]) for k, v in after.items() if k.startswith("decoder."))
+    assert not any(".resnets.1." in k for k in after if k.startswith("decoder.up_blocks."))
+    saved = json.loads((tmp_path / "run" / "vae" / "config.json").read_text())
+    original = json.loads((trained_parts[0] / "config.json").read_text())
+    assert saved["decoder_layers_per_block"] == 0 and saved["scaling_factor"] == original["scaling_factor"]
+
+    with pytest.raises(ValueError, match="--train_decoder_only needs --pretrained_model"):
+        STAGES["vae"]().build(parse_args([*argv, "--train_decoder_only"]), _cpu_accelerator(), {})
+
+
+def _cpu_accelerator():
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=True)
+
+
 def _weights(folder: Path):
     return load_file(str(folder / "model.safetensors"))
 

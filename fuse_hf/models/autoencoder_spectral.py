@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from diffusers import AutoencoderKL, ModelMixin  # noqa: F401
 from diffusers.configuration_utils import register_to_config
+from diffusers.models.autoencoders.vae import Decoder
 
 # diffusers' pipeline loader looks up `ModelMixin` in the module that defines a custom component to decide how
 # to load it, hence the import above.
@@ -44,6 +45,8 @@ class SpectralAutoencoderKL(AutoencoderKL):
             Compressed spectra are divided by this before encoding and multiplied after decoding. Measured on
             data as the standard deviation of the compressed values: unnormalised inputs of a few hundredths
             make a VAE collapse to an all-zero output.
+        decoder_layers_per_block (`int`, *optional*): ResNet blocks per decoder up block minus one, when the decoder
+            is lighter than the encoder (`layers_per_block`, the default). See `with_lighter_decoder`.
         Other parameters: see [`~diffusers.AutoencoderKL`]; `sample_size` is the frequency axis.
         `in_channels`/`out_channels` follow the representation when left as `None`. `scaling_factor` should be
         measured on data (`1 / std` of the latents), not left at Stable Diffusion's 0.18215.
@@ -78,6 +81,7 @@ class SpectralAutoencoderKL(AutoencoderKL):
         window: str = "hann",
         compression_exponent: float = 0.5,
         compression_factor: float = 0.15,
+        decoder_layers_per_block: int | None = None,
     ):
         _check_front_end(sampling_rate, n_fft, hop_length, window, compression_exponent, compression_factor)
         if n_fft // 2 + 1 != sample_size:
@@ -116,12 +120,51 @@ class SpectralAutoencoderKL(AutoencoderKL):
             use_post_quant_conv=use_post_quant_conv,
             mid_block_add_attention=mid_block_add_attention,
         )
+        if decoder_layers_per_block is not None and decoder_layers_per_block != layers_per_block:
+            if decoder_layers_per_block < 0:
+                raise ValueError(f"decoder_layers_per_block must be >= 0, got {decoder_layers_per_block}.")
+            # A lighter decoder for the same latents: the decoder's up blocks have `decoder_layers_per_block + 1`
+            # ResNet blocks, the encoder keeps `layers_per_block` (fuse_hf.models.prune_decoder_blocks makes one
+            # from a trained VAE).
+            self.decoder = Decoder(
+                in_channels=latent_channels,
+                out_channels=out_channels,
+                up_block_types=tuple(up_block_types),
+                block_out_channels=tuple(block_out_channels),
+                layers_per_block=decoder_layers_per_block,
+                norm_num_groups=norm_num_groups,
+                act_fn=act_fn,
+                mid_block_add_attention=mid_block_add_attention,
+            )
 
     @property
     def spectral_settings(self) -> dict[str, Any]:
         """The front-end keyword arguments of `fuse_hf.spectral.to_spectrogram` / `to_waveform` for this model:
         `n_fft`, `hop_length`, `window`, `compression_exponent`, `compression_factor`."""
         return {name: self.config[name] for name in _SPECTRAL_KEYS}
+
+    def with_lighter_decoder(self, decoder_layers_per_block: int) -> SpectralAutoencoderKL:
+        """A copy with `decoder_layers_per_block + 1` ResNet blocks per decoder up block: the same encoder (so the
+        same latents, the ones a trained UNet works in) and the decoder's weights, less the last ResNet blocks of
+        each up block. Each block is residual, so what is left still decodes, roughly; fine-tune the decoder alone
+        (`train.py --stage vae --pretrained_model ... --train_decoder_only`) to recover the rest.
+
+        Raises:
+            ValueError: the decoder would not be lighter.
+        """
+        current = self.config.decoder_layers_per_block
+        current = self.config.layers_per_block if current is None else current
+        if not 0 <= decoder_layers_per_block < current:
+            raise ValueError(
+                f"decoder_layers_per_block must be in [0, {current}) to make the decoder lighter, got "
+                f"{decoder_layers_per_block}."
+            )
+        lighter = type(self).from_config(self.config, decoder_layers_per_block=decoder_layers_per_block)
+        kept = lighter.state_dict()
+        missing, _ = lighter.load_state_dict({k: v for k, v in self.state_dict().items() if k in kept}, strict=False)
+        if missing:  # every tensor of the lighter model is one of this model's
+            raise ValueError(f"with_lighter_decoder: no weights for {missing[:3]}.")
+        return lighter.to(device=self.device, dtype=self.dtype)
 
     @property
     def downsample_factor(self) -> int:

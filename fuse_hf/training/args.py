@@ -151,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="start from these weights: a model folder (vae, beats) or pipeline folder (diffusion)",
     )
     g.add_argument(
+        "--train_decoder_only",
+        action="store_true",
+        help="vae stage: train the decoder alone, the encoder frozen (its latents stay the ones a trained UNet "
+        "works in); with `vae: decoder_layers_per_block: N` a lighter decoder is cut from --pretrained_model",
+    )
+    g.add_argument(
         "--conditioning_dropout",
         type=float,
         default=0.15,

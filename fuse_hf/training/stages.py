@@ -178,6 +178,9 @@ class VAEStage(Stage):
         self.representation = config.get("representation", "complex")
         if args.pretrained_model:
             model = SpectralAutoencoderKL.from_pretrained(args.pretrained_model)
+            lighter = config.get("decoder_layers_per_block")
+            if lighter is not None and lighter != model.config.decoder_layers_per_block:
+                model = model.with_lighter_decoder(lighter)
             self.representation = model.config.representation
             self.input_scale = float(model.config.input_scale)
         else:
@@ -186,6 +189,12 @@ class VAEStage(Stage):
             )
             config.pop("input_scale", None)
             model = SpectralAutoencoderKL(**config, input_scale=self.input_scale)
+        if args.train_decoder_only:
+            if not args.pretrained_model:
+                raise ValueError("--train_decoder_only needs --pretrained_model: the VAE whose encoder stays frozen.")
+            for frozen in (model.encoder, model.quant_conv):
+                if frozen is not None:
+                    frozen.requires_grad_(False)
         accelerator.print(f"VAE: {self.representation} spectrograms, input_scale {self.input_scale:.4f}")
         self.pairs = validation_pairs(args, self.segment, self.sampling_rate) if accelerator.is_main_process else []
         return VAETrainingModule(model)
@@ -276,7 +285,8 @@ class VAEStage(Stage):
         from .loop import read_history
 
         model = model.vae
-        scale = self.measure_scaling_factor(model)
+        # A frozen encoder keeps its latents, and a UNet trained on them keeps the scale it was trained with.
+        scale = model.config.scaling_factor if args.train_decoder_only else self.measure_scaling_factor(model)
         model.register_to_config(scaling_factor=scale, input_scale=self.input_scale)
         target = Path(args.output_dir) / "vae"
         model.save_pretrained(target)
