@@ -102,13 +102,18 @@ def pcm16_to_float(data: bytes, channels: int):
     return samples.astype(np.float32) / np.float32(32768.0)
 
 
-def float_to_pcm16(audio) -> bytes:
-    """`(channels, samples)` float -> interleaved s16le bytes: times 32767, rounded, clipped to 16 bits (as
+def float_to_int16(audio):
+    """`(channels, samples)` float -> `(samples, channels)` int16: times 32767, rounded, clipped to 16 bits (as
     libsndfile writes PCM_16)."""
     import numpy as np
 
     scaled = np.rint(np.asarray(audio, np.float32).T * np.float32(32767.0))
-    return np.clip(scaled, -32768, 32767).astype("<i2").tobytes()
+    return np.clip(scaled, -32768, 32767).astype(np.int16)
+
+
+def float_to_pcm16(audio) -> bytes:
+    """`(channels, samples)` float -> interleaved s16le bytes (`float_to_int16`)."""
+    return float_to_int16(audio).astype("<i2").tobytes()
 
 
 def _decode(data: bytes, channels: int, kind: str, width: int):

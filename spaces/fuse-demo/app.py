@@ -36,7 +36,7 @@ import torch
 
 import fuse_hf
 from fuse_hf.audio import load_audio
-from fuse_hf.commands.stream import pcm16_to_float
+from fuse_hf.commands.stream import float_to_int16, pcm16_to_float
 from fuse_hf.hub import DEFAULT_MODEL_NAME, RandomWeightsWarning, load_pipeline
 from fuse_hf.pipelines.pipeline_fuse import FUSEPipeline
 from fuse_hf.pipelines.streaming import FUSEStream
@@ -90,8 +90,8 @@ def to_int16(audio: np.ndarray) -> np.ndarray:
 
     Float output would be re-normalised to full scale by Gradio, which changes the loudness the model produced.
     """
-    pcm = np.round(np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
-    return pcm[0] if pcm.shape[0] == 1 else np.ascontiguousarray(pcm.T)
+    pcm = float_to_int16(audio)
+    return pcm[:, 0] if pcm.shape[1] == 1 else pcm
 
 
 def enhance(path: str | None, steps: int, seed: float):
