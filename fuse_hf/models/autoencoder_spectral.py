@@ -124,8 +124,8 @@ class SpectralAutoencoderKL(AutoencoderKL):
             if decoder_layers_per_block < 0:
                 raise ValueError(f"decoder_layers_per_block must be >= 0, got {decoder_layers_per_block}.")
             # A lighter decoder for the same latents: the decoder's up blocks have `decoder_layers_per_block + 1`
-            # ResNet blocks, the encoder keeps `layers_per_block` (fuse_hf.models.prune_decoder_blocks makes one
-            # from a trained VAE).
+            # ResNet blocks, the encoder keeps `layers_per_block` (`with_lighter_decoder` cuts one from a trained
+            # VAE).
             self.decoder = Decoder(
                 in_channels=latent_channels,
                 out_channels=out_channels,
@@ -147,7 +147,7 @@ class SpectralAutoencoderKL(AutoencoderKL):
         """A copy with `decoder_layers_per_block + 1` ResNet blocks per decoder up block: the same encoder (so the
         same latents, the ones a trained UNet works in) and the decoder's weights, less the last ResNet blocks of
         each up block. Each block is residual, so what is left still decodes, roughly; fine-tune the decoder alone
-        (`train.py --stage vae --pretrained_model ... --train_decoder_only`) to recover the rest.
+        (`train.py vae --pretrained_model ... --train_decoder_only`) to recover the rest.
 
         Raises:
             ValueError: the decoder would not be lighter.
