@@ -13,7 +13,6 @@ from typing import Any
 import torch
 from diffusers import AutoencoderKL, ModelMixin  # noqa: F401
 from diffusers.configuration_utils import register_to_config
-from diffusers.models.autoencoders.vae import Decoder
 
 # diffusers' pipeline loader looks up `ModelMixin` in the module that defines a custom component to decide how
 # to load it, hence the import above.
@@ -121,21 +120,17 @@ class SpectralAutoencoderKL(AutoencoderKL):
             mid_block_add_attention=mid_block_add_attention,
         )
         if decoder_layers_per_block is not None and decoder_layers_per_block != layers_per_block:
-            if decoder_layers_per_block < 0:
-                raise ValueError(f"decoder_layers_per_block must be >= 0, got {decoder_layers_per_block}.")
-            # A lighter decoder for the same latents: the decoder's up blocks have `decoder_layers_per_block + 1`
-            # ResNet blocks, the encoder keeps `layers_per_block` (`with_lighter_decoder` cuts one from a trained
-            # VAE).
-            self.decoder = Decoder(
-                in_channels=latent_channels,
-                out_channels=out_channels,
-                up_block_types=tuple(up_block_types),
-                block_out_channels=tuple(block_out_channels),
-                layers_per_block=decoder_layers_per_block,
-                norm_num_groups=norm_num_groups,
-                act_fn=act_fn,
-                mid_block_add_attention=mid_block_add_attention,
-            )
+            if not 0 <= decoder_layers_per_block < layers_per_block:
+                raise ValueError(
+                    f"decoder_layers_per_block must be in [0, layers_per_block = {layers_per_block}), got "
+                    f"{decoder_layers_per_block}."
+                )
+            # A lighter decoder for the same latents: each up block keeps its first `decoder_layers_per_block + 1`
+            # ResNet blocks (the first takes the block's input channels, the others are out -> out, so what is left
+            # is diffusers' Decoder built with that depth); the encoder keeps `layers_per_block`.
+            # `with_lighter_decoder` cuts one from a trained VAE.
+            for block in self.decoder.up_blocks:
+                block.resnets = block.resnets[: decoder_layers_per_block + 1]
 
     @property
     def spectral_settings(self) -> dict[str, Any]:
