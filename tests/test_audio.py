@@ -70,6 +70,30 @@ def test_crossfaded_windows_reassemble_the_signal():
     np.testing.assert_allclose(out[: len(x)], x, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "seconds,fitted", [(0.5, 1.016), (1.5, 1.528), (2.0, 2.04), (4.0, 2.04), (7.0, 1.784), (60.0, 2.04)]
+)
+def test_fitted_window_covers_the_clip_with_less_work(seconds, fitted):
+    """fuse-small's geometry (256 frames of hop 128, latent factor 4, multiples of 32 frames): a 7 s clip takes four
+    windows of 1.784 s instead of four of 2.04 s; where the trained window fits (or saves within 5 %), it stays."""
+    geometry = dict(trained_frames=256, hop=128, factor=4, multiple=32, sampling_rate=16000)
+    samples = int(seconds * 16000)
+    window, stride = W.window_geometry(**geometry, lengths=[samples])
+    assert window == pytest.approx(fitted * 16000, abs=1)
+    trained, trained_stride = W.window_geometry(**geometry)
+    count = len(W.window_starts(samples, window, stride, align=512))
+    assert count == len(W.window_starts(samples, trained, trained_stride, align=512))
+    assert (count - 1) * stride + window >= samples  # still covers the clip
+    # an explicit window wins; without lengths, the trained one; a list of clips shares one window
+    assert W.window_geometry(**geometry, window_seconds=2.04, lengths=[samples])[0] == trained
+    assert W.window_geometry(**geometry, lengths=[]) == (trained, trained_stride)
+    assert W.window_geometry(**geometry, lengths=[samples, 60 * 16000])[0] >= window
+    # the overlap the user asks for bounds how short a fitted window may get
+    assert W.window_geometry(**geometry, overlap_seconds=0.9, lengths=[8000])[0] == 223 * 128  # 112-frame overlap
+    with pytest.raises(ValueError, match="overlap_seconds"):
+        W.window_geometry(**geometry, overlap_seconds=float("nan"), lengths=[8000])
+
+
 def test_pad_reflect_mirrors_instead_of_adding_silence():
     x = np.arange(1, 6, dtype=np.float32)[None]
     np.testing.assert_array_equal(W.pad_reflect(x, 8), [[1, 2, 3, 4, 5, 5, 4, 3]])

@@ -31,9 +31,10 @@ def rms_db(audio: np.ndarray) -> float:
 
 def initial_noise(pipe, samples: int, channels: int, seed: int = 0) -> torch.Tensor:
     """The `latents` argument for a clip of `samples` samples at the model's rate, as the pipeline would draw it."""
-    window, stride = pipe._window_geometry()
+    window, stride = pipe._window_geometry(lengths=[samples])  # fitted to the clip, as `__call__` does
     last_start = window_starts(samples, window, stride, align=pipe._latent_hop)[-1]
-    return pipe.prepare_latents(last_start, channels, torch.Generator().manual_seed(seed), None, "cpu", torch.float32)
+    generator = torch.Generator().manual_seed(seed)
+    return pipe.prepare_latents(last_start, channels, generator, None, "cpu", torch.float32, window)
 
 
 class UNetRecorder:
@@ -214,7 +215,7 @@ def test_classifier_free_guidance_follows_its_formula(tiny_pipeline, make_speech
 
 def test_noise_scale_scales_the_initial_noise(tiny_pipeline, make_speech):
     audio = make_speech(0.3)[0]  # one window: the noise field is one window long
-    shape = tiny_pipeline.prepare_latents(0, 1, torch.Generator().manual_seed(0), None, "cpu", torch.float32).shape
+    shape = initial_noise(tiny_pipeline, len(audio), 1).shape
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(1))
     scaled = run(tiny_pipeline, audio, sampling_rate=16000, latents=noise, noise_scale=0.3).audios
     prescaled = run(tiny_pipeline, audio, sampling_rate=16000, latents=0.3 * noise, noise_scale=1.0).audios

@@ -42,6 +42,8 @@ def random_chunks(audio: np.ndarray, seed: int = 0, max_size: int = 20000, ones:
 
 
 def offline(pipe, audio, rate, seed=0, **kwargs):
+    """`__call__` with the stream's default window, the trained one (`__call__`'s own default fits it to the clip)."""
+    kwargs.setdefault("window_seconds", pipe._window_geometry()[0] / pipe.sampling_rate)
     return pipe(audio, sampling_rate=rate, generator=torch.Generator().manual_seed(seed), **kwargs).audios
 
 
@@ -206,12 +208,14 @@ def test_window_length_is_a_setting_of_both(tiny_pipeline, make_speech, window_s
 
 
 def test_default_window_seconds_is_the_trained_window(tiny_pipeline, make_speech):
+    """A stream's default window is the trained one (its length is unknown in advance); `__call__`'s fits the clip."""
     audio = make_speech(0.9, seed=5)[0]
     window, stride = tiny_pipeline._window_geometry()
     assert tiny_pipeline._window_geometry(window / 16000) == (window, stride)
+    assert tiny_pipeline.stream(None, 16000).window_seconds == window / 16000
     np.testing.assert_array_equal(
-        offline(tiny_pipeline, audio, 16000, num_inference_steps=1, window_seconds=window / 16000),
-        offline(tiny_pipeline, audio, 16000, num_inference_steps=1),
+        streamed(tiny_pipeline, random_chunks(audio, ones=10), 16000, num_inference_steps=1, batch_size=1),
+        offline(tiny_pipeline, audio, 16000, num_inference_steps=1, batch_size=1, window_seconds=window / 16000),
     )
 
 

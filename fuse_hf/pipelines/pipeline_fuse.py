@@ -65,7 +65,7 @@ def _is_weight_mismatch(err: BaseException) -> bool:
 class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
     r"""Speech enhancement by latent diffusion, guided by BEATs features of the noisy input.
 
-    Long inputs are cut into fixed windows (the UNet's training size, or `window_seconds`) that overlap and are
+    Long inputs are cut into windows (about the UNet's training size, or `window_seconds`) that overlap and are
     cross-faded back, so memory does not grow with the input length; windows of all clips and channels are batched
     together (`batch_size`) for the UNet. `stream` enhances audio that arrives in chunks, window by window. The VAE
     runs window by window (diffusers' VAE slicing, switched on here): at full spectrogram resolution a batch costs
@@ -204,12 +204,15 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
         """Samples per latent frame: windows start on multiples of it so that they share one noise field."""
         return self.vae.config.hop_length * self.vae.downsample_factor
 
-    def _window_geometry(self, window_seconds: float | None = None, overlap_seconds: float | None = None):
+    def _window_geometry(
+        self, window_seconds: float | None = None, overlap_seconds: float | None = None, lengths=None
+    ) -> tuple[int, int]:
         """`(window_samples, stride_samples)` of the overlapping windows ([`window_geometry`]): the trained window,
-        or one of about `window_seconds` (a shorter one lowers a stream's latency)."""
+        one of about `window_seconds` (a shorter one lowers a stream's latency), or, given the clips' `lengths` in
+        samples and no `window_seconds`, the one that covers them with the least computation."""
         hop, factor, rate = self.vae.config.hop_length, self.vae.downsample_factor, self.sampling_rate
         return window_geometry(
-            self.window_frames, hop, factor, self.frame_multiple, rate, window_seconds, overlap_seconds
+            self.window_frames, hop, factor, self.frame_multiple, rate, window_seconds, overlap_seconds, lengths
         )
 
     def _latent_width(self, window: int) -> int:
@@ -502,8 +505,10 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
             callback_on_step_end_tensor_inputs (`list[str]`): tensors passed in `callback_kwargs`, among
                 `"latents"` (the batch's current latents), `"noisy_latents"` (the VAE latents of the noisy windows)
                 and `"encoder_hidden_states"` (their BEATs tokens).
-            window_seconds (`float`, *optional*): window length, rounded to whole latent blocks (default: the trained
-                one, 2.04 s for fuse-small); `stream` with the same setting gives the same output.
+            window_seconds (`float`, *optional*): window length, rounded to whole latent blocks (default: fitted to
+                the inputs' lengths, between half the trained window and the trained one, 2.04 s for fuse-small, so
+                that the windows cover them with the least computation); `stream` with the same setting gives the
+                same output (a stream's default is the trained window: its length is unknown in advance).
             overlap_seconds (`float`, *optional*): cross-fade between windows (default: 1/32 of the window).
             full_band (`bool`, *optional*): give inputs above the model's rate their band above its Nyquist frequency
                 back, under the model's gain (`fullband.py`); default on for them, False: resampled from 16 kHz.
@@ -532,7 +537,7 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
             callback_on_step_end_tensor_inputs,
             max_gain_db,
         )
-        window, stride = self._window_geometry(window_seconds, overlap_seconds)
+        self._window_geometry(window_seconds, overlap_seconds)
         check_full_band(full_band)
 
         # 2. Define call parameters
@@ -546,7 +551,9 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
         timesteps = self._prepare_run(num_inference_steps, guidance_scale, device, max_gain_db)
         step_generator = generator[0] if isinstance(generator, list) else generator
 
-        # 5. Cut every channel of every clip into overlapping windows and draw each clip's initial noise field
+        # 5. Cut every channel of every clip into overlapping windows (fitted to the clips' lengths unless
+        # `window_seconds` is given) and draw each clip's initial noise field
+        window, stride = self._window_geometry(window_seconds, overlap_seconds, [c.audio.shape[1] for c in clips])
         windows, noise, outputs = [], [], []
         for index, clip in enumerate(clips):
             starts = window_starts(clip.audio.shape[1], window, stride, align=self._latent_hop)
