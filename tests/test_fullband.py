@@ -250,7 +250,8 @@ def test_full_band_false_is_the_output_without_the_high_band_stage(tiny_pipeline
 def test_stream_equals_call_with_full_band_at_48_khz(tiny_pipeline, channels):
     audio = fullband_speech(1.2, 48000, channels, seed=7)
     audio = audio[0] if channels == 1 else audio
-    settings = dict(num_inference_steps=1, batch_size=1)
+    window_seconds = tiny_pipeline._window_geometry()[0] / 16000  # a stream's default; `__call__` fits its own
+    settings = dict(num_inference_steps=1, batch_size=1, window_seconds=window_seconds)
     expected = enhance(tiny_pipeline, audio, 48000, **settings)
     stream = tiny_pipeline.stream(chunks_of(audio), 48000, generator=torch.Generator().manual_seed(0), **settings)
     assert stream.latency_seconds > tiny_pipeline._window_geometry()[0] / 16000 + 0.03  # the carrier's look-ahead
@@ -262,7 +263,8 @@ def test_stream_equals_call_with_full_band_at_48_khz(tiny_pipeline, channels):
 
 def test_stream_takes_full_band_false(tiny_pipeline):
     audio = fullband_speech(0.6, 44100, seed=8)[0]
-    settings = dict(num_inference_steps=1, batch_size=1, full_band=False)
+    window_seconds = tiny_pipeline._window_geometry()[0] / 16000  # a stream's default; `__call__` fits its own
+    settings = dict(num_inference_steps=1, batch_size=1, full_band=False, window_seconds=window_seconds)
     got = np.concatenate(
         list(tiny_pipeline.stream(chunks_of(audio), 44100, generator=torch.Generator().manual_seed(0), **settings))
     )

@@ -80,7 +80,8 @@ def test_onnx_backend_matches_torch_on_the_same_seed(tiny_pipeline, onnx_pipelin
 
 def test_stream_runs_on_the_onnx_backend(onnx_pipeline, make_speech):
     audio = make_speech(1.0)[0]
-    whole = run(onnx_pipeline, audio, num_inference_steps=1, batch_size=1)
+    window_seconds = onnx_pipeline._window_geometry()[0] / 16000  # a stream's default; `__call__` fits its own
+    whole = run(onnx_pipeline, audio, num_inference_steps=1, batch_size=1, window_seconds=window_seconds)
     chunks = [audio[i : i + 4000] for i in range(0, audio.size, 4000)]
     generator = torch.Generator().manual_seed(0)
     streamed = np.concatenate(
