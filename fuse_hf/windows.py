@@ -275,8 +275,9 @@ def fitted_window_frames(
 
     Every window costs the networks in proportion to its length, and the trained window rarely divides a clip: a
     7 s clip takes four 2.04 s windows (8.2 s of work) but also four 1.78 s ones (7.1 s), and a 1.5 s clip is one
-    window, mirrored up to 2.04 s or cut to 1.53 s. Windows down to half the trained length enhance as well as it
-    (within 0.02 PESQ-WB and 0.001 ESTOI at 1.02 s on the stranger split, `benchmarks/results/streaming.md`).
+    window, of 2.04 s with half a second mirrored in or of 1.53 s. Windows down to half the trained length enhance
+    as well as it (within 0.02 PESQ-WB and 0.001 ESTOI at 1.02 s on the stranger split,
+    `benchmarks/results/streaming.md`).
     """
     if not lengths:
         return trained_frames

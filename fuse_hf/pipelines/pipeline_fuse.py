@@ -537,7 +537,7 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
             callback_on_step_end_tensor_inputs,
             max_gain_db,
         )
-        self._window_geometry(window_seconds, overlap_seconds)
+        self._window_geometry(window_seconds, overlap_seconds)  # raises for bad values before any file is read
         check_full_band(full_band)
 
         # 2. Define call parameters
