@@ -494,7 +494,8 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
             generator (`torch.Generator` or a list, one per clip, *optional*): makes the output reproducible.
             latents (`torch.Tensor`, *optional*):
                 Initial noise for a single clip, `(channels, latent_channels, latent_freq, latent_frames)`
-                covering its whole length (see `prepare_latents`), of unit variance: it is scaled by `noise_scale`.
+                covering its whole length (see `prepare_latents`; its width depends on the window, so give
+                `window_seconds` to fix it), of unit variance: it is scaled by `noise_scale`.
             batch_size (`int`, defaults to 8): windows per UNet forward pass.
             output_type (`str`, defaults to `"np"`): `"np"` (numpy arrays) or `"pt"` (torch tensors).
             return_dict (`bool`, defaults to `True`): return a [`FUSEPipelineOutput`] rather than a tuple.
