@@ -5,7 +5,7 @@ import torch
 from diffusers.models.upsampling import Upsample2D
 from torch import nn
 
-from fuse_hf.pipelines.upsampling import FoldedUpsample2D, fold_upsamplers, phase_kernels
+from fuse_hf.pipelines.upsampling import FoldedUpsample2D, fold_upsamplers, phase_kernels, shuffle_kernels
 
 
 @pytest.mark.parametrize(
@@ -55,3 +55,32 @@ def test_fold_upsamplers_keeps_weights_and_state_dict(tiny_pipeline):
     assert isinstance(model[0], FoldedUpsample2D) and type(model[2]) is Upsample2D
     assert model.state_dict().keys() == before.keys()
     assert fold_upsamplers(model) == 0  # idempotent
+
+
+def test_shuffle_kernels_transposed_convolution_is_pixel_shuffle():
+    # What an ONNX export computes in place of pixel_shuffle (onnxruntime's DepthToSpace is slow): the same
+    # permutation, and padding 1 crops one row and column on every side.
+    x = torch.randn(2, 3 * 4, 5, 7)
+    kernels = shuffle_kernels(3)
+    shuffled = torch.nn.functional.pixel_shuffle(x, 2)
+    torch.testing.assert_close(torch.nn.functional.conv_transpose2d(x, kernels, stride=2, groups=3), shuffled)
+    cropped = torch.nn.functional.conv_transpose2d(x, kernels, stride=2, padding=1, groups=3)
+    torch.testing.assert_close(cropped, shuffled[:, :, 1:-1, 1:-1])
+
+
+def test_folded_upsampler_exports_without_depth_to_space(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    original = Upsample2D(4, use_conv=True, out_channels=6)
+    folded = FoldedUpsample2D(original)
+    x = torch.randn(2, 4, 5, 9)
+    path = tmp_path / "up.onnx"
+    with torch.no_grad():
+        torch.onnx.export(folded, (x,), path, input_names=["x"], opset_version=17, dynamo=False)
+        expected = original(x).numpy()
+    ops = {node.op_type for node in onnx.load(path).graph.node}
+    assert "ConvTranspose" in ops and "DepthToSpace" not in ops
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
+    assert got.shape == (2, 6, 10, 18)
+    torch.testing.assert_close(torch.from_numpy(got), torch.from_numpy(expected), rtol=1e-5, atol=1e-5)

@@ -71,6 +71,9 @@ CONFIG_NAME = "config.json"
 OPSET = 17
 MIN_SNR_DB = 40.0  # an fp32 graph further than this from torch is a failed export
 QUANTIZE = (None, "int8")
+# The graphs' layout for the same weights; part of the cache key, so a changed export (2: up-samplers shuffle by a
+# transposed convolution instead of DepthToSpace) replaces older cached graphs.
+EXPORT_FORMAT = 2
 logger = logging.getLogger(__name__)
 _INSTALL_HINT = "pip install 'fuse-hf[onnx]'"
 
@@ -588,7 +591,13 @@ def _export_checked(
             "output": _SIGNATURES[name][2],
             "snr_db": round(snrs[name], 2),
         }
-    config = {"format": 1, "opset": opset, "quantize": quantize, "graphs": report, "torch": torch.__version__}
+    config = {
+        "format": EXPORT_FORMAT,
+        "opset": opset,
+        "quantize": quantize,
+        "graphs": report,
+        "torch": torch.__version__,
+    }
     (graphs_dir / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
     return snrs
 
@@ -618,8 +627,9 @@ def onnx_cache_dir() -> Path:
 
 
 def _folder_digest(folder: Path) -> str:
-    """sha256 over the pipeline folder's configs and weights (names and bytes) and the torch version that traces."""
-    digest = hashlib.sha256(torch.__version__.encode())
+    """sha256 over the pipeline folder's configs and weights (names and bytes), the torch version that traces and the
+    export's format."""
+    digest = hashlib.sha256(f"{torch.__version__} {EXPORT_FORMAT}".encode())
     for path in sorted(folder.rglob("*")):
         if path.is_file() and path.suffix in (".json", ".safetensors") and ONNX_FOLDER not in path.parts:
             digest.update(str(path.relative_to(folder)).encode())
