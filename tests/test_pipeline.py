@@ -14,7 +14,15 @@ import torch
 from fuse_hf import FUSEPipeline
 from fuse_hf.factory import TINY_VAE, make_pipeline, make_scheduler, make_vae
 from fuse_hf.models.autoencoder_spectral import SpectralAutoencoderKL
-from fuse_hf.spectral import limit_gain, pad_frames, to_spectrogram
+from fuse_hf.spectral import (
+    compress_spectrogram,
+    decompress_spectrogram,
+    istft,
+    limit_gain,
+    pad_frames,
+    to_spectrogram,
+    to_waveform,
+)
 from fuse_hf.windows import window_starts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -245,6 +253,23 @@ def test_limit_gain_caps_each_bin_and_keeps_its_phase():
     loose = limit_gain(spectrum, reference, max_gain_db=12.0, compression_exponent=0.5)
     factor = 10 ** (0.5 * 12 / 20)
     torch.testing.assert_close(loose, torch.tensor([[[factor, 1.0j, 0.0, -4 * factor]]], dtype=torch.complex64))
+
+
+@pytest.mark.parametrize("max_gain_db", [0.0, 6.0, None])
+def test_magnitude_synthesis_equals_the_complex_steps(max_gain_db):
+    # to_waveform's magnitude branch works on magnitudes and one unit phasor; the definition is: the decoded
+    # magnitude with the input's phase (`angle`, 0 for a bin of zeros), capped by `limit_gain`, decompressed.
+    torch.manual_seed(0)
+    noisy = compress_spectrogram(torch.complex(torch.randn(2, 256, 40), torch.randn(2, 256, 40)))
+    noisy[:, :, :5] = 0  # digital silence
+    decoded = torch.randn(2, 1, 256, 40) * 3  # negative values too: clipped to zero
+    compressed = decoded[:, 0].clamp_min(0.0) * 0.02 * torch.exp(1j * noisy.angle())
+    if max_gain_db is not None:
+        compressed = limit_gain(compressed, noisy, max_gain_db, compression_exponent=0.5)
+    expected = istft(decompress_spectrogram(compressed), 5000)
+    got = to_waveform(decoded, 5000, "magnitude", 0.02, noisy, max_gain_db=max_gain_db)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    assert (got[:, :256].abs().max() == 0) == (max_gain_db is not None)  # silence stays silent under a cap
 
 
 def test_max_gain_keeps_digital_silence_silent_and_bounds_the_output(tiny_pipeline, make_speech):
@@ -599,6 +624,46 @@ def test_a_lighter_decoder_keeps_the_encoder_and_the_kept_decoder_weights(tmp_pa
     for bad in (1, 2, -1):
         with pytest.raises(ValueError, match=r"decoder_layers_per_block must be in \[0, 1\)"):
             vae.with_lighter_decoder(bad)
+
+
+def test_a_narrower_decoder_starts_from_the_leading_channels_and_saves(tmp_path):
+    torch.manual_seed(0)
+    vae = SpectralAutoencoderKL(**TINY_VAE).eval()
+    wide = tuple(vae.config.block_out_channels)
+    narrow = (wide[0], wide[0], wide[-1])
+    lighter = vae.with_lighter_decoder(decoder_block_out_channels=narrow, decoder_mid_block_layers=0).eval()
+    assert len(lighter.decoder.mid_block.resnets) == 1 and len(vae.decoder.mid_block.resnets) == 2
+    assert lighter.decoder.up_blocks[1].resnets[0].conv1.out_channels == narrow[1]
+    full = vae.state_dict()
+    new_skips = []
+    for key, value in lighter.state_dict().items():  # each tensor is the leading block of the trained one's
+        if key in full:
+            torch.testing.assert_close(value, full[key][tuple(slice(0, n) for n in value.shape)], rtol=0, atol=0)
+        else:  # up block 1 now goes 16 -> 8 channels: a 1x1 skip that passes the leading 8 through
+            new_skips.append(key)
+            assert ".conv_shortcut." in key and value.abs().sum() == (value.shape[0] if value.dim() == 4 else 0)
+    assert new_skips == [
+        "decoder.up_blocks.1.resnets.0.conv_shortcut.weight",
+        "decoder.up_blocks.1.resnets.0.conv_shortcut.bias",
+    ]
+    assert sum(p.numel() for p in lighter.decoder.parameters()) < sum(p.numel() for p in vae.decoder.parameters())
+    spec = torch.randn(2, 2, 256, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(lighter.encode_to_latents(spec), vae.encode_to_latents(spec), rtol=0, atol=0)
+        latents = lighter.encode_to_latents(spec)
+        assert lighter.decode_latents(latents).shape == spec.shape
+    lighter.save_pretrained(tmp_path / "vae")
+    again = SpectralAutoencoderKL.from_pretrained(tmp_path / "vae").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again.decode_latents(latents), lighter.decode_latents(latents), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="must narrow"):
+        vae.with_lighter_decoder(decoder_block_out_channels=(wide[0], 2 * wide[-1], wide[-1]))
+    with pytest.raises(ValueError, match="positive multiples of norm_num_groups"):
+        SpectralAutoencoderKL(**TINY_VAE, decoder_block_out_channels=(wide[0], 5, wide[-1]))
+    with pytest.raises(ValueError, match="decoder_mid_block_layers can only be 0"):
+        SpectralAutoencoderKL(**TINY_VAE, decoder_mid_block_layers=3)
+    with pytest.raises(ValueError, match="no change asked for"):
+        vae.with_lighter_decoder()
 
 
 def test_call_docstring_example_runs(monkeypatch):
