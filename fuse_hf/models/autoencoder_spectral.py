@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from diffusers import AutoencoderKL, ModelMixin  # noqa: F401
 from diffusers.configuration_utils import register_to_config
+from diffusers.models.autoencoders.vae import Decoder
 
 # diffusers' pipeline loader looks up `ModelMixin` in the module that defines a custom component to decide how
 # to load it, hence the import above.
@@ -46,6 +47,10 @@ class SpectralAutoencoderKL(AutoencoderKL):
             make a VAE collapse to an all-zero output.
         decoder_layers_per_block (`int`, *optional*): ResNet blocks per decoder up block minus one, when the decoder
             is lighter than the encoder (`layers_per_block`, the default). See `with_lighter_decoder`.
+        decoder_block_out_channels (`tuple[int]`, *optional*): the decoder's channels per level, finest first, when
+            they differ from the encoder's `block_out_channels` (a narrower full-resolution level costs least).
+        decoder_mid_block_layers (`int`, *optional*): ResNet blocks of the decoder's mid block minus one (diffusers
+            builds two: 1); 0 keeps one.
         Other parameters: see [`~diffusers.AutoencoderKL`]; `sample_size` is the frequency axis.
         `in_channels`/`out_channels` follow the representation when left as `None`. `scaling_factor` should be
         measured on data (`1 / std` of the latents), not left at Stable Diffusion's 0.18215.
@@ -81,6 +86,8 @@ class SpectralAutoencoderKL(AutoencoderKL):
         compression_exponent: float = 0.5,
         compression_factor: float = 0.15,
         decoder_layers_per_block: int | None = None,
+        decoder_block_out_channels: tuple[int, ...] | None = None,
+        decoder_mid_block_layers: int | None = None,
     ):
         _check_front_end(sampling_rate, n_fft, hop_length, window, compression_exponent, compression_factor)
         if n_fft // 2 + 1 != sample_size:
@@ -119,6 +126,35 @@ class SpectralAutoencoderKL(AutoencoderKL):
             use_post_quant_conv=use_post_quant_conv,
             mid_block_add_attention=mid_block_add_attention,
         )
+        if decoder_block_out_channels is not None and tuple(decoder_block_out_channels) != tuple(block_out_channels):
+            if len(decoder_block_out_channels) != len(block_out_channels) or any(
+                isinstance(c, bool) or not isinstance(c, int) or c < 1 or c % norm_num_groups
+                for c in decoder_block_out_channels
+            ):
+                raise ValueError(
+                    f"decoder_block_out_channels must be {len(block_out_channels)} positive multiples of "
+                    f"norm_num_groups ({norm_num_groups}), got {decoder_block_out_channels!r}."
+                )
+            # diffusers' own Decoder, built with other widths: the latents it reads are the same.
+            self.decoder = Decoder(
+                in_channels=latent_channels,
+                out_channels=out_channels,
+                up_block_types=tuple(up_block_types),
+                block_out_channels=tuple(decoder_block_out_channels),
+                layers_per_block=layers_per_block,
+                norm_num_groups=norm_num_groups,
+                act_fn=act_fn,
+                mid_block_add_attention=mid_block_add_attention,
+            )
+        if decoder_mid_block_layers is not None and decoder_mid_block_layers != 1:
+            if decoder_mid_block_layers != 0 or mid_block_add_attention:
+                raise ValueError(
+                    "decoder_mid_block_layers can only be 0 (one ResNet block) or 1 (diffusers' two), and 0 needs "
+                    f"mid_block_add_attention=False; got {decoder_mid_block_layers!r}."
+                )
+            # UNetMidBlock2D runs resnets[0], then one (attention, resnet) pair per layer: none left.
+            self.decoder.mid_block.resnets = self.decoder.mid_block.resnets[:1]
+            self.decoder.mid_block.attentions = self.decoder.mid_block.attentions[:0]
         if decoder_layers_per_block is not None and decoder_layers_per_block != layers_per_block:
             if not 0 <= decoder_layers_per_block < layers_per_block:
                 raise ValueError(
@@ -138,27 +174,60 @@ class SpectralAutoencoderKL(AutoencoderKL):
         `n_fft`, `hop_length`, `window`, `compression_exponent`, `compression_factor`."""
         return {name: self.config[name] for name in _SPECTRAL_KEYS}
 
-    def with_lighter_decoder(self, decoder_layers_per_block: int) -> SpectralAutoencoderKL:
-        """A copy with `decoder_layers_per_block + 1` ResNet blocks per decoder up block: the same encoder (so the
-        same latents, the ones a trained UNet works in) and the decoder's weights, less the last ResNet blocks of
-        each up block. Each block is residual, so what is left still decodes, roughly; fine-tune the decoder alone
-        (`train.py vae --pretrained_model ... --train_decoder_only`) to recover the rest.
+    def with_lighter_decoder(
+        self,
+        decoder_layers_per_block: int | None = None,
+        decoder_block_out_channels: tuple[int, ...] | None = None,
+        decoder_mid_block_layers: int | None = None,
+    ) -> SpectralAutoencoderKL:
+        """A copy with a lighter decoder: fewer ResNet blocks per up block (`decoder_layers_per_block + 1`), narrower
+        levels (`decoder_block_out_channels`), or one mid-block ResNet (`decoder_mid_block_layers=0`); the same
+        encoder, so the same latents (the ones a trained UNet works in).
+
+        The decoder starts from this one's weights: blocks that remain keep theirs, a narrower tensor takes the
+        leading channels of this one's (a block that now changes width gets an identity skip on them). Each block
+        is residual, so what is left still decodes, roughly; fine-tune the decoder alone (`train.py vae
+        --pretrained_model ... --train_decoder_only`) to recover the rest.
 
         Raises:
-            ValueError: the decoder would not be lighter.
+            ValueError: a setting the decoder cannot have, or one that would not make it lighter.
         """
-        current = self.config.decoder_layers_per_block
-        current = self.config.layers_per_block if current is None else current
-        if not 0 <= decoder_layers_per_block < current:
-            raise ValueError(
-                f"decoder_layers_per_block must be in [0, {current}) to make the decoder lighter, got "
-                f"{decoder_layers_per_block}."
-            )
-        lighter = type(self).from_config(self.config, decoder_layers_per_block=decoder_layers_per_block)
-        kept = lighter.state_dict()
-        missing, _ = lighter.load_state_dict({k: v for k, v in self.state_dict().items() if k in kept}, strict=False)
-        if missing:  # every tensor of the lighter model is one of this model's
-            raise ValueError(f"with_lighter_decoder: no weights for {missing[:3]}.")
+        config = self.config
+        changes = {}
+        if decoder_layers_per_block is not None:
+            current = config.decoder_layers_per_block
+            current = config.layers_per_block if current is None else current
+            if not 0 <= decoder_layers_per_block < current:
+                raise ValueError(
+                    f"decoder_layers_per_block must be in [0, {current}) to make the decoder lighter, got "
+                    f"{decoder_layers_per_block}."
+                )
+            changes["decoder_layers_per_block"] = decoder_layers_per_block
+        if decoder_block_out_channels is not None:
+            current = config.decoder_block_out_channels or config.block_out_channels
+            if len(decoder_block_out_channels) != len(current) or any(
+                new > old for new, old in zip(decoder_block_out_channels, current)
+            ):
+                raise ValueError(
+                    f"decoder_block_out_channels must narrow {tuple(current)} level by level, got "
+                    f"{tuple(decoder_block_out_channels)}."
+                )
+            changes["decoder_block_out_channels"] = tuple(decoder_block_out_channels)
+        if decoder_mid_block_layers is not None:
+            changes["decoder_mid_block_layers"] = decoder_mid_block_layers
+        if not changes:
+            raise ValueError("with_lighter_decoder: no change asked for.")
+        lighter = type(self).from_config(config, **changes)
+        source = self.state_dict()
+        kept = {}
+        for name, tensor in lighter.state_dict().items():
+            if name in source and source[name].dim() == tensor.dim():
+                kept[name] = source[name][tuple(slice(0, size) for size in tensor.shape)]
+            elif ".conv_shortcut." in name:  # a block that now changes width: its identity skip, on leading channels
+                kept[name] = torch.eye(*tensor.shape[:2])[..., None, None] if name.endswith("weight") else 0 * tensor
+            else:
+                raise ValueError(f"with_lighter_decoder: no weights for {name}.")
+        lighter.load_state_dict(kept)
         return lighter.to(device=self.device, dtype=self.dtype)
 
     @property

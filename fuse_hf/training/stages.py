@@ -151,6 +151,11 @@ class Stage:
 # ------------------------------------------------------------------------------------------------ vae
 
 
+def _as_config_value(value):
+    """A YAML list as diffusers stores it in a config (a tuple), to compare with `model.config`."""
+    return tuple(value) if isinstance(value, list) else value
+
+
 class VAEStage(Stage):
     """Spectral VAE: L1 + MSE on the normalised spectrogram, log-magnitude L1, a small KL term and an optional
     multi-resolution STFT loss on the waveform. Trained on clean and noisy crops alike, because it must encode
@@ -178,9 +183,14 @@ class VAEStage(Stage):
         self.representation = config.get("representation", "complex")
         if args.pretrained_model:
             model = SpectralAutoencoderKL.from_pretrained(args.pretrained_model)
-            lighter = config.get("decoder_layers_per_block")
-            if lighter is not None and lighter != model.config.decoder_layers_per_block:
-                model = model.with_lighter_decoder(lighter)
+            # A `vae:` section may cut a lighter decoder from the pre-trained one (`with_lighter_decoder`).
+            lighter = {
+                key: config[key]
+                for key in ("decoder_layers_per_block", "decoder_block_out_channels", "decoder_mid_block_layers")
+                if config.get(key) is not None and _as_config_value(config[key]) != model.config.get(key)
+            }
+            if lighter:
+                model = model.with_lighter_decoder(**lighter)
             self.representation = model.config.representation
             self.input_scale = float(model.config.input_scale)
         else:
