@@ -16,7 +16,8 @@ kernel selection, onnxruntime's first run), then timed.
 
 * RTF (real-time factor) = wall seconds of one call / seconds of audio; the median over `--repeats` (one repeat for
   inputs of 5 minutes or more). Below 1 is faster than real time. `x DFN3` = the RTF / DeepFilterNet3's RTF measured
-  in the same run on the same input length (below 1: faster than DeepFilterNet3).
+  in the same run on the same input length (below 1: faster than DeepFilterNet3), timed before and after that
+  length's FUSE cases (the median over both runs' repeats; `rtf_runs` in the JSON: each run's own).
 * Peak RSS = the high-water resident memory of the case's process (`VmHWM`, see `peak_rss_mb`): the model, the
   input, the outputs and the largest batch of windows together (DeepFilterNet3's includes this harness's imports).
   The pipeline processes long inputs in fixed windows, so the peak should not grow with the input length beyond the
@@ -669,25 +670,33 @@ def main(argv=None) -> int:
         print("|---|" + "---:|" * (len(headers) - 1), flush=True)
         for duration in sorted(args.durations):
             repeats = 1 if duration >= LONG_INPUT_S else args.repeats
-            dfn3 = None
-            if not args.profile and not args.no_dfn3:
-                spec = dict(settings, system=DFN3, duration_s=duration, steps=None, repeats=repeats)
-                dfn3 = spawn(spec, args.case_timeout)
-                results["cases"].append(dfn3)
-                print_table_line(bench_row(dfn3))
+            timed_dfn3 = not args.profile and not args.no_dfn3
+            dfn3_spec = dict(settings, system=DFN3, duration_s=duration, steps=None, repeats=repeats)
+            # DeepFilterNet3 before and after this length's FUSE cases (the load drifts over minutes; one timing
+            # of it once moved 0.13-0.17 RTF between lengths of one run); long inputs: before only.
+            dfn3_runs = [spawn(dfn3_spec, args.case_timeout)] if timed_dfn3 else []
+            cases = []
             for name in args.backends:
                 config = CONFIGS[name]
                 for steps in sorted(args.steps):
+                    print(f"timing {format_duration(duration)}, {config['label']}, {steps} step(s)", file=sys.stderr)
                     case = run_configuration(args, settings, name, config, duration, steps, repeats, exports, flags)
-                    if dfn3 is not None and "rtf" in case and "rtf" in dfn3:
-                        case["dfn3_rtf"] = dfn3["rtf"]
-                        case["ratio_to_dfn3"] = case["rtf"] / dfn3["rtf"]
                     params, info = case.pop("params", None), case.pop("model", None)
                     if config["backend"] == "torch" and info is not None:  # the ONNX cases load the export copy
                         results["model"].update(info, params=params, window_s=case["window_s"])
-                    results["cases"].append(case)
-                    print_table_line(profile_row(case) if args.profile else bench_row(case))
-                    write_json(args.out, results)  # after every case: partial runs keep their data
+                    cases.append(case)
+                    write_json(args.out, dict(results, cases=results["cases"] + dfn3_runs + cases))  # partial runs
+            if timed_dfn3 and duration < LONG_INPUT_S:
+                dfn3_runs.append(spawn(dfn3_spec, args.case_timeout))
+            dfn3 = bracketed_dfn3(dfn3_runs) if dfn3_runs else None
+            for case in cases:
+                if dfn3 is not None and "rtf" in case and "rtf" in dfn3:
+                    case["dfn3_rtf"] = dfn3["rtf"]
+                    case["ratio_to_dfn3"] = case["rtf"] / dfn3["rtf"]
+            for case in ([dfn3] if dfn3 is not None else []) + cases:
+                results["cases"].append(case)
+                print_table_line(profile_row(case) if args.profile else bench_row(case))
+            write_json(args.out, results)
 
     machine["load_average_end"] = os.getloadavg()
     footer = [] if args.profile else memory_summary(results)
@@ -705,6 +714,25 @@ def main(argv=None) -> int:
     print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
     failed = [c for c in results["cases"] if "error" in c]
     return 1 if failed else 0
+
+
+def bracketed_dfn3(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One DeepFilterNet3 record from its timings before and after a length's FUSE cases: the median over all their
+    repeats (`rtf`), each run's own (`rtf_runs`), the larger peak memory; a failed run's error if any failed."""
+    failed = [run for run in runs if "rtf" not in run]
+    if failed:
+        return failed[0]
+    times = [t for run in runs for t in run["wall_all_s"]]
+    wall = statistics.median(times)
+    return dict(
+        runs[0],
+        repeats=len(times),
+        wall_s=wall,
+        wall_all_s=times,
+        rtf=wall / runs[0]["duration_s"],
+        rtf_runs=[run["rtf"] for run in runs],
+        peak_rss_mb=max(run["peak_rss_mb"] for run in runs),
+    )
 
 
 def run_configuration(args, settings, name, config, duration, steps, repeats, exports, flags) -> dict[str, Any]:

@@ -586,6 +586,10 @@ def test_inference_benchmark_times_every_backend_beside_dfn3(inference_bench, ti
     cases = {case["system"]: case for case in results["cases"]}
     assert set(cases) == {"deepfilternet3", "torch", "torch-bf16", "onnx"}
     dfn3 = cases.pop("deepfilternet3")
+    # Timed before and after the FUSE cases: its RTF is the median over both runs' repeats.
+    assert len(dfn3["rtf_runs"]) == 2 and dfn3["repeats"] == len(dfn3["wall_all_s"]) == 2
+    assert min(dfn3["rtf_runs"]) <= dfn3["rtf"] <= max(dfn3["rtf_runs"])
+    assert [case["system"] for case in results["cases"]][0] == "deepfilternet3"
     if results["native_bf16"]:
         assert cases["torch-bf16"]["precision"] == "bf16"
     else:
@@ -598,6 +602,19 @@ def test_inference_benchmark_times_every_backend_beside_dfn3(inference_bench, ti
     assert (tmp_path / "onnx" / "fp32" / "onnx" / "unet.onnx").is_file()  # exported once, where --onnx-dir says
     table = out.with_suffix(".md").read_text()
     assert results["cpu"] in table and "x DFN3" in table and "onnxruntime fp32" in table
+
+
+def test_bracketed_dfn3_pools_the_runs_or_reports_a_failure():
+    from benchmarks.bench_inference import bracketed_dfn3
+
+    before = dict(system="deepfilternet3", duration_s=4.0, wall_all_s=[0.8, 0.9, 1.0], rtf=0.225, peak_rss_mb=400)
+    after = dict(before, wall_all_s=[0.6, 0.6, 0.7], rtf=0.15, peak_rss_mb=450)
+    pooled = bracketed_dfn3([before, after])
+    assert pooled["wall_s"] == pytest.approx(0.75) and pooled["rtf"] == pytest.approx(0.75 / 4)
+    assert pooled["rtf_runs"] == [0.225, 0.15] and pooled["repeats"] == 6 and pooled["peak_rss_mb"] == 450
+    assert bracketed_dfn3([before])["rtf"] == pytest.approx(0.9 / 4)
+    failed = dict(system="deepfilternet3", duration_s=4.0, error="exit 1: boom")
+    assert bracketed_dfn3([before, failed]) is failed
 
 
 def test_inference_profile_accounts_for_the_whole_call(inference_bench, tiny_pipeline_dir, tmp_path):
