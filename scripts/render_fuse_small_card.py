@@ -17,12 +17,14 @@ TRAINING = (
     "corpus v1; the UNet fine-tuned for 2000 steps on a 2-core CPU on corpus v1, then for {finetune} steps on a "
     "2-core CPU (fp32, batch 8 of 1 s crops) on corpus v2 with the generalisation recipe "
     "(`configs/fuse-small-v2/diffusion.yaml`: SNR -5..30 dB, 10 % clean inputs, noisy input band-limited at the "
-    "target's measured cutoff); last, the VAE decoder lightened to one ResNet block per up block and fine-tuned "
-    "alone for {decoder} steps on the same CPU on corpus v2, the encoder frozen "
-    "(`configs/fuse-small-v2/vae-decoder-lite.yaml`)"
+    "target's measured cutoff); last, the VAE decoder made lighter for CPUs, the encoder frozen: one ResNet block "
+    "per up block, fine-tuned alone for {decoder} steps on the same CPU on corpus v2 "
+    "(`configs/fuse-small-v2/vae-decoder-lite.yaml`), then its full-resolution levels at 32 channels and one "
+    "mid-block ResNet block, fine-tuned alone for {narrow} steps (`configs/fuse-small-v2/vae-decoder-narrow.yaml`)"
 )
 FINETUNE_STEPS = 1100
 DECODER_STEPS = 900
+NARROW_DECODER_STEPS = 1000
 METRICS = ("pesq", "estoi", "si_sdr", "dnsmos_ovrl")
 
 
@@ -57,12 +59,13 @@ def main():
         if name.startswith("fuse@6-") and name != "fuse@6-g0"
     ]
     n = fuse["stranger"]["n"]
+    training = TRAINING.format(finetune=FINETUNE_STEPS, decoder=DECODER_STEPS, narrow=NARROW_DECODER_STEPS)
     description = (
         "A small FUSE trained end to end with this package on Debian-packaged speech and noise (corpus v2: 472 "
         "minutes of speech in 29 languages, 65 minutes of real noise; `scripts/corpus/`), with on-the-fly mixing, "
         "synthetic noises, reverberation and band-limiting: a BEATs conditioner (4 layers x 256) pre-trained with "
-        "the BEATs iteration-1 recipe, a magnitude spectral VAE (32-64-128, 8 latent channels) and a 4-level UNet "
-        f"(64-128-128-128). Training: {TRAINING.format(finetune=FINETUNE_STEPS, decoder=DECODER_STEPS)}. It "
+        "the BEATs iteration-1 recipe, a magnitude spectral VAE (32-64-128, 8 latent channels; decoder 32-32-128) "
+        f"and a 4-level UNet (64-128-128-128). Training: {training}. It "
         "samples with `noise_scale=0.25` and caps each time-frequency bin of the output at the input's "
         "(`max_gain_db=0`).\n\n"
         f"The results below are from `benchmarks/bench_quality.py` on corpus v2's **stranger split** ({n} noisy "
