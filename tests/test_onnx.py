@@ -16,6 +16,7 @@ from fuse_hf import FUSEPipeline  # noqa: E402
 from fuse_hf.commands import main  # noqa: E402
 from fuse_hf.pipelines.onnx_backend import (  # noqa: E402
     GRAPHS,
+    SPINNING_KEY,
     STATIC_INT8_GRAPHS,
     ONNXUNet,
     has_onnx_graphs,
@@ -63,6 +64,15 @@ def test_export_writes_graphs_beside_a_loadable_pipeline_folder(exported):
     assert {name: entry["snr_db"] for name, entry in config["graphs"].items()} == pytest.approx(snrs, abs=0.01)
     for name in ("model_index.json", "scheduler/scheduler_config.json", "vae/config.json", "unet/config.json"):
         assert (folder / name).is_file()
+
+
+def test_sessions_take_torchs_threads_and_do_not_spin(onnx_pipeline):
+    sessions = {**onnx_pipeline.vae.sessions, **onnx_pipeline.unet.sessions, **onnx_pipeline.conditioner.sessions}
+    assert set(sessions) == set(GRAPHS)
+    for session in sessions.values():
+        options = session.get_session_options()
+        assert options.intra_op_num_threads == torch.get_num_threads() == 1  # the module's `one_thread`
+        assert options.get_session_config_entry(SPINNING_KEY) == "0"
 
 
 def test_onnx_backend_matches_torch_on_the_same_seed(tiny_pipeline, onnx_pipeline, make_speech):
