@@ -666,6 +666,42 @@ def test_a_narrower_decoder_starts_from_the_leading_channels_and_saves(tmp_path)
         vae.with_lighter_decoder()
 
 
+def test_a_narrower_encoder_starts_from_the_leading_channels_and_keeps_the_decoder(tmp_path):
+    torch.manual_seed(0)
+    vae = SpectralAutoencoderKL(**TINY_VAE).eval()
+    wide = tuple(vae.config.block_out_channels)
+    narrow = (wide[0], wide[0], wide[0])
+    lighter = vae.with_lighter_encoder(encoder_block_out_channels=narrow, encoder_mid_block_layers=0).eval()
+    assert len(lighter.encoder.mid_block.resnets) == 1 and len(vae.encoder.mid_block.resnets) == 2
+    assert lighter.encoder.conv_out.in_channels == narrow[-1] and lighter.encoder.conv_out.out_channels == 8
+    full = vae.state_dict()
+    for key, value in lighter.state_dict().items():  # each tensor is the leading block of the trained one's
+        torch.testing.assert_close(value, full[key][tuple(slice(0, n) for n in value.shape)], rtol=0, atol=0)
+        if not key.startswith("encoder."):  # the decoder (and both quant convs) are the trained one's, whole
+            assert value.shape == full[key].shape, key
+    # down block 1 no longer changes width (8 -> 8): its 1x1 skip is gone
+    assert "encoder.down_blocks.1.resnets.0.conv_shortcut.weight" in set(full) - set(lighter.state_dict())
+    assert sum(p.numel() for p in lighter.encoder.parameters()) < sum(p.numel() for p in vae.encoder.parameters())
+    spec = torch.randn(2, 2, 256, 32)
+    with torch.no_grad():
+        latents = lighter.encode_to_latents(spec)
+        assert latents.shape == vae.encode_to_latents(spec).shape
+        torch.testing.assert_close(lighter.decode_latents(latents), vae.decode_latents(latents), rtol=0, atol=0)
+    lighter.save_pretrained(tmp_path / "vae")
+    again = SpectralAutoencoderKL.from_pretrained(tmp_path / "vae").eval()
+    assert tuple(again.config.encoder_block_out_channels) == narrow and again.config.encoder_mid_block_layers == 0
+    with torch.no_grad():
+        torch.testing.assert_close(again.encode_to_latents(spec), latents, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="encoder_block_out_channels must narrow"):
+        vae.with_lighter_encoder(encoder_block_out_channels=(wide[0], 2 * wide[-1], wide[-1]))
+    with pytest.raises(ValueError, match="encoder_block_out_channels must be 3 positive multiples of norm_num_groups"):
+        SpectralAutoencoderKL(**TINY_VAE, encoder_block_out_channels=(wide[0], 5, wide[-1]))
+    with pytest.raises(ValueError, match="encoder_mid_block_layers can only be 0"):
+        SpectralAutoencoderKL(**TINY_VAE, encoder_mid_block_layers=2)
+    with pytest.raises(ValueError, match="with_lighter_encoder: no change asked for"):
+        vae.with_lighter_encoder()
+
+
 def test_call_docstring_example_runs(monkeypatch):
     doc = FUSEPipeline.__call__.__doc__
     assert "Examples:" in doc and ">>> pipe = FUSEPipeline.from_pretrained" in doc

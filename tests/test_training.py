@@ -141,6 +141,56 @@ def test_a_lighter_decoder_is_fine_tuned_alone_on_the_frozen_encoder(lighter, to
         STAGES["vae"]().build(parse_args([*argv, "--train_decoder_only"]), _cpu_accelerator(), {})
 
 
+def test_a_narrower_encoder_is_distilled_to_the_pre_trained_latents(toy_corpus, trained_parts, tmp_path):
+    """`--distill_encoder` with a `vae:` section that narrows the encoder: the lighter encoder learns the pre-trained
+    VAE's latents (its error to them falls), while the decoder, post_quant_conv and the latent scale stay the
+    pre-trained ones bit for bit, so the decoder and a UNet trained on those latents keep working."""
+    narrow = {"encoder_block_out_channels": [8, 8, 8], "encoder_mid_block_layers": 0}
+    config = tmp_path / "vae.yaml"
+    config.write_text(
+        (TINY / "vae.yaml").read_text().replace("learning_rate: 1.0e-3", "learning_rate: 3.0e-3")
+        + "".join(f"  {k}: {v}\n" for k, v in narrow.items())
+    )
+    argv = ["vae", "--config", str(config), *data_flags(toy_corpus), "--output_dir", str(tmp_path / "run")]
+    pretrained = ["--pretrained_model", str(trained_parts[0])]
+    args = parse_args([*argv, *pretrained, "--distill_encoder", "--max_train_steps", "1"])
+    stage, accelerator = STAGES["vae"](), _cpu_accelerator()
+    model = stage.build(args, accelerator, {})
+    teacher = stage.teacher
+    assert sum(p.numel() for p in model.vae.encoder.parameters()) < sum(p.numel() for p in teacher.encoder.parameters())
+    assert not any(p.requires_grad for p in [*model.vae.decoder.parameters(), *teacher.parameters()])
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    batch = next(iter(torch.utils.data.DataLoader(stage.train_dataset(args), batch_size=4)))
+    losses = []
+    for _ in range(30):  # one batch, over and over: the distillation loss must fall
+        loss, logs = stage.loss(model, batch, accelerator)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append((loss.item(), logs["latent_snr_db"]))
+    assert losses[-1][0] < 0.5 * losses[0][0] and losses[-1][1] > losses[0][1] + 3, losses[::10]
+
+    train(
+        parse_args([*argv, *pretrained, "--distill_encoder", "--max_train_steps", "3", "--num_validation_pairs", "1"]),
+        STAGES["vae"](),
+    )
+    before = load_file(str(trained_parts[0] / "diffusion_pytorch_model.safetensors"))
+    after = load_file(str(tmp_path / "run" / "vae" / "diffusion_pytorch_model.safetensors"))
+    for key, value in after.items():
+        if key.startswith(("decoder.", "post_quant_conv.")):
+            assert torch.equal(value, before[key]), key
+    saved = json.loads((tmp_path / "run" / "vae" / "config.json").read_text())
+    original = json.loads((trained_parts[0] / "config.json").read_text())
+    assert {k: saved[k] for k in narrow} == narrow and saved["scaling_factor"] == original["scaling_factor"]
+
+    with pytest.raises(ValueError, match="--distill_encoder needs --pretrained_model"):
+        STAGES["vae"]().build(parse_args([*argv, "--distill_encoder"]), _cpu_accelerator(), {})
+    with pytest.raises(ValueError, match="train different halves"):
+        STAGES["vae"]().build(
+            parse_args([*argv, *pretrained, "--distill_encoder", "--train_decoder_only"]), _cpu_accelerator(), {}
+        )
+
+
 def _cpu_accelerator():
     from accelerate import Accelerator
 

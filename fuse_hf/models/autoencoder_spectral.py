@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from diffusers import AutoencoderKL, ModelMixin  # noqa: F401
 from diffusers.configuration_utils import register_to_config
-from diffusers.models.autoencoders.vae import Decoder
+from diffusers.models.autoencoders.vae import Decoder, Encoder
 
 # diffusers' pipeline loader looks up `ModelMixin` in the module that defines a custom component to decide how
 # to load it, hence the import above.
@@ -51,6 +51,9 @@ class SpectralAutoencoderKL(AutoencoderKL):
             they differ from the encoder's `block_out_channels` (a narrower full-resolution level costs least).
         decoder_mid_block_layers (`int`, *optional*): ResNet blocks of the decoder's mid block minus one (diffusers
             builds two: 1); 0 keeps one.
+        encoder_block_out_channels (`tuple[int]`, *optional*) and encoder_mid_block_layers (`int`, *optional*): the
+            same for the encoder. A narrower encoder is distilled from a trained one (`with_lighter_encoder`, then
+            `train.py vae --distill_encoder`), so that it writes the latents a trained UNet works in.
         Other parameters: see [`~diffusers.AutoencoderKL`]; `sample_size` is the frequency axis.
         `in_channels`/`out_channels` follow the representation when left as `None`. `scaling_factor` should be
         measured on data (`1 / std` of the latents), not left at Stable Diffusion's 0.18215.
@@ -88,6 +91,8 @@ class SpectralAutoencoderKL(AutoencoderKL):
         decoder_layers_per_block: int | None = None,
         decoder_block_out_channels: tuple[int, ...] | None = None,
         decoder_mid_block_layers: int | None = None,
+        encoder_block_out_channels: tuple[int, ...] | None = None,
+        encoder_mid_block_layers: int | None = None,
     ):
         _check_front_end(sampling_rate, n_fft, hop_length, window, compression_exponent, compression_factor)
         if n_fft // 2 + 1 != sample_size:
@@ -126,15 +131,22 @@ class SpectralAutoencoderKL(AutoencoderKL):
             use_post_quant_conv=use_post_quant_conv,
             mid_block_add_attention=mid_block_add_attention,
         )
+        if encoder_block_out_channels is not None and tuple(encoder_block_out_channels) != tuple(block_out_channels):
+            _check_widths("encoder_block_out_channels", encoder_block_out_channels, block_out_channels, norm_num_groups)
+            # diffusers' own Encoder, built with other widths: it writes latents of the same shape.
+            self.encoder = Encoder(
+                in_channels=in_channels,
+                out_channels=latent_channels,
+                down_block_types=tuple(down_block_types),
+                block_out_channels=tuple(encoder_block_out_channels),
+                layers_per_block=layers_per_block,
+                norm_num_groups=norm_num_groups,
+                act_fn=act_fn,
+                double_z=True,
+                mid_block_add_attention=mid_block_add_attention,
+            )
         if decoder_block_out_channels is not None and tuple(decoder_block_out_channels) != tuple(block_out_channels):
-            if len(decoder_block_out_channels) != len(block_out_channels) or any(
-                isinstance(c, bool) or not isinstance(c, int) or c < 1 or c % norm_num_groups
-                for c in decoder_block_out_channels
-            ):
-                raise ValueError(
-                    f"decoder_block_out_channels must be {len(block_out_channels)} positive multiples of "
-                    f"norm_num_groups ({norm_num_groups}), got {decoder_block_out_channels!r}."
-                )
+            _check_widths("decoder_block_out_channels", decoder_block_out_channels, block_out_channels, norm_num_groups)
             # diffusers' own Decoder, built with other widths: the latents it reads are the same.
             self.decoder = Decoder(
                 in_channels=latent_channels,
@@ -146,15 +158,19 @@ class SpectralAutoencoderKL(AutoencoderKL):
                 act_fn=act_fn,
                 mid_block_add_attention=mid_block_add_attention,
             )
-        if decoder_mid_block_layers is not None and decoder_mid_block_layers != 1:
-            if decoder_mid_block_layers != 0 or mid_block_add_attention:
-                raise ValueError(
-                    "decoder_mid_block_layers can only be 0 (one ResNet block) or 1 (diffusers' two), and 0 needs "
-                    f"mid_block_add_attention=False; got {decoder_mid_block_layers!r}."
-                )
-            # UNetMidBlock2D runs resnets[0], then one (attention, resnet) pair per layer: none left.
-            self.decoder.mid_block.resnets = self.decoder.mid_block.resnets[:1]
-            self.decoder.mid_block.attentions = self.decoder.mid_block.attentions[:0]
+        for name, layers, coder in (
+            ("encoder_mid_block_layers", encoder_mid_block_layers, self.encoder),
+            ("decoder_mid_block_layers", decoder_mid_block_layers, self.decoder),
+        ):
+            if layers is not None and layers != 1:
+                if layers != 0 or mid_block_add_attention:
+                    raise ValueError(
+                        f"{name} can only be 0 (one ResNet block) or 1 (diffusers' two), and 0 needs "
+                        f"mid_block_add_attention=False; got {layers!r}."
+                    )
+                # UNetMidBlock2D runs resnets[0], then one (attention, resnet) pair per layer: none left.
+                coder.mid_block.resnets = coder.mid_block.resnets[:1]
+                coder.mid_block.attentions = coder.mid_block.attentions[:0]
         if decoder_layers_per_block is not None and decoder_layers_per_block != layers_per_block:
             if not 0 <= decoder_layers_per_block < layers_per_block:
                 raise ValueError(
@@ -184,10 +200,9 @@ class SpectralAutoencoderKL(AutoencoderKL):
         levels (`decoder_block_out_channels`), or one mid-block ResNet (`decoder_mid_block_layers=0`); the same
         encoder, so the same latents (the ones a trained UNet works in).
 
-        The decoder starts from this one's weights: blocks that remain keep theirs, a narrower tensor takes the
-        leading channels of this one's (a block that now changes width gets an identity skip on them). Each block
-        is residual, so what is left still decodes, roughly; fine-tune the decoder alone (`train.py vae
-        --pretrained_model ... --train_decoder_only`) to recover the rest.
+        The decoder starts from this one's weights ([`_lighter_copy`]); each block is residual, so what is left still
+        decodes, roughly; fine-tune the decoder alone (`train.py vae --pretrained_model ... --train_decoder_only`) to
+        recover the rest.
 
         Raises:
             ValueError: a setting the decoder cannot have, or one that would not make it lighter.
@@ -203,21 +218,51 @@ class SpectralAutoencoderKL(AutoencoderKL):
                     f"{decoder_layers_per_block}."
                 )
             changes["decoder_layers_per_block"] = decoder_layers_per_block
-        if decoder_block_out_channels is not None:
-            current = config.decoder_block_out_channels or config.block_out_channels
-            if len(decoder_block_out_channels) != len(current) or any(
-                new > old for new, old in zip(decoder_block_out_channels, current)
+        changes.update(self._narrower("decoder", decoder_block_out_channels, decoder_mid_block_layers))
+        return self._lighter_copy("with_lighter_decoder", changes)
+
+    def with_lighter_encoder(
+        self,
+        encoder_block_out_channels: tuple[int, ...] | None = None,
+        encoder_mid_block_layers: int | None = None,
+    ) -> SpectralAutoencoderKL:
+        """A copy with a lighter encoder: narrower levels (`encoder_block_out_channels`) or one mid-block ResNet
+        (`encoder_mid_block_layers=0`); the same decoder. It starts from this one's weights ([`_lighter_copy`]), but
+        its latents are not this one's until it is distilled to write them (`train.py vae --pretrained_model ...
+        --distill_encoder`: the decoder and a UNet trained on this VAE's latents then work on its output).
+
+        Raises:
+            ValueError: a setting the encoder cannot have, or one that would not make it lighter.
+        """
+        return self._lighter_copy(
+            "with_lighter_encoder", self._narrower("encoder", encoder_block_out_channels, encoder_mid_block_layers)
+        )
+
+    def _narrower(self, part: str, block_out_channels, mid_block_layers) -> dict[str, Any]:
+        """The config changes that narrow `part` ("encoder" or "decoder") level by level and/or keep one mid-block
+        ResNet; a one-line error for widths that would widen it."""
+        changes = {}
+        if block_out_channels is not None:
+            current = self.config.get(f"{part}_block_out_channels") or self.config.block_out_channels
+            if len(block_out_channels) != len(current) or any(
+                new > old for new, old in zip(block_out_channels, current)
             ):
                 raise ValueError(
-                    f"decoder_block_out_channels must narrow {tuple(current)} level by level, got "
-                    f"{tuple(decoder_block_out_channels)}."
+                    f"{part}_block_out_channels must narrow {tuple(current)} level by level, got "
+                    f"{tuple(block_out_channels)}."
                 )
-            changes["decoder_block_out_channels"] = tuple(decoder_block_out_channels)
-        if decoder_mid_block_layers is not None:
-            changes["decoder_mid_block_layers"] = decoder_mid_block_layers
+            changes[f"{part}_block_out_channels"] = tuple(block_out_channels)
+        if mid_block_layers is not None:
+            changes[f"{part}_mid_block_layers"] = mid_block_layers
+        return changes
+
+    def _lighter_copy(self, caller: str, changes: dict[str, Any]) -> SpectralAutoencoderKL:
+        """This model rebuilt with the config `changes`, every tensor taken from this one's: blocks that remain keep
+        theirs, a narrower tensor takes the leading channels of this one's, and a block that now changes width gets
+        an identity skip on them."""
         if not changes:
-            raise ValueError("with_lighter_decoder: no change asked for.")
-        lighter = type(self).from_config(config, **changes)
+            raise ValueError(f"{caller}: no change asked for.")
+        lighter = type(self).from_config(self.config, **changes)
         source = self.state_dict()
         kept = {}
         for name, tensor in lighter.state_dict().items():
@@ -226,7 +271,7 @@ class SpectralAutoencoderKL(AutoencoderKL):
             elif ".conv_shortcut." in name:  # a block that now changes width: its identity skip, on leading channels
                 kept[name] = torch.eye(*tensor.shape[:2])[..., None, None] if name.endswith("weight") else 0 * tensor
             else:
-                raise ValueError(f"with_lighter_decoder: no weights for {name}.")
+                raise ValueError(f"{caller}: no weights for {name}.")
         lighter.load_state_dict(kept)
         return lighter.to(device=self.device, dtype=self.dtype)
 
@@ -262,3 +307,14 @@ def _check_front_end(sampling_rate, n_fft, hop_length, window, compression_expon
     for name, value in (("compression_exponent", compression_exponent), ("compression_factor", compression_factor)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise ValueError(f"{name} must be a positive number, got {value!r}.")
+
+
+def _check_widths(name: str, widths, block_out_channels, norm_num_groups: int) -> None:
+    """One line unless `widths` are as many positive multiples of `norm_num_groups` as there are levels."""
+    if len(widths) != len(block_out_channels) or any(
+        isinstance(c, bool) or not isinstance(c, int) or c < 1 or c % norm_num_groups for c in widths
+    ):
+        raise ValueError(
+            f"{name} must be {len(block_out_channels)} positive multiples of norm_num_groups ({norm_num_groups}), "
+            f"got {widths!r}."
+        )

@@ -157,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
         "works in); with `vae: decoder_layers_per_block: N` a lighter decoder is cut from --pretrained_model",
     )
     g.add_argument(
+        "--distill_encoder",
+        action="store_true",
+        help="vae stage: train a lighter encoder (`vae: encoder_block_out_channels`, `encoder_mid_block_layers`) cut "
+        "from --pretrained_model to write that model's latents (MSE to its posterior), the decoder frozen",
+    )
+    g.add_argument(
         "--conditioning_dropout",
         type=float,
         default=0.15,

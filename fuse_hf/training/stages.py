@@ -151,6 +151,13 @@ class Stage:
 # ------------------------------------------------------------------------------------------------ vae
 
 
+# The `vae:` keys that cut a lighter decoder or encoder from --pretrained_model (`with_lighter_decoder` / `_encoder`).
+_LIGHTER_KEYS = {
+    "decoder": ("decoder_layers_per_block", "decoder_block_out_channels", "decoder_mid_block_layers"),
+    "encoder": ("encoder_block_out_channels", "encoder_mid_block_layers"),
+}
+
+
 def _as_config_value(value):
     """A YAML list as diffusers stores it in a config (a tuple), to compare with `model.config`."""
     return tuple(value) if isinstance(value, list) else value
@@ -170,6 +177,7 @@ class VAEStage(Stage):
 
         self.args, self.device = args, accelerator.device
         self.weights = self.loss_weights(args)
+        self.teacher = None  # with --distill_encoder: the pre-trained VAE whose latents the lighter encoder learns
         config = dict(args.vae)
         if args.representation:
             config["representation"] = args.representation
@@ -183,14 +191,17 @@ class VAEStage(Stage):
         self.representation = config.get("representation", "complex")
         if args.pretrained_model:
             model = SpectralAutoencoderKL.from_pretrained(args.pretrained_model)
-            # A `vae:` section may cut a lighter decoder from the pre-trained one (`with_lighter_decoder`).
-            lighter = {
-                key: config[key]
-                for key in ("decoder_layers_per_block", "decoder_block_out_channels", "decoder_mid_block_layers")
-                if config.get(key) is not None and _as_config_value(config[key]) != model.config.get(key)
-            }
-            if lighter:
-                model = model.with_lighter_decoder(**lighter)
+            # A `vae:` section may cut a lighter decoder or encoder from the pre-trained one.
+            for part, keys in _LIGHTER_KEYS.items():
+                lighter = {
+                    key: config[key]
+                    for key in keys
+                    if config.get(key) is not None and _as_config_value(config[key]) != model.config.get(key)
+                }
+                if lighter:
+                    if part == "encoder" and self.teacher is None:
+                        self.teacher = model.requires_grad_(False).eval()  # the latents to distil
+                    model = getattr(model, f"with_lighter_{part}")(**lighter)
             self.representation = model.config.representation
             self.input_scale = float(model.config.input_scale)
         else:
@@ -199,10 +210,22 @@ class VAEStage(Stage):
             )
             config.pop("input_scale", None)
             model = SpectralAutoencoderKL(**config, input_scale=self.input_scale)
+        if args.train_decoder_only and args.distill_encoder:
+            raise ValueError("--train_decoder_only and --distill_encoder train different halves: give one.")
         if args.train_decoder_only:
             if not args.pretrained_model:
                 raise ValueError("--train_decoder_only needs --pretrained_model: the VAE whose encoder stays frozen.")
             for frozen in (model.encoder, model.quant_conv):
+                if frozen is not None:
+                    frozen.requires_grad_(False)
+        if args.distill_encoder:
+            if self.teacher is None:
+                raise ValueError(
+                    "--distill_encoder needs --pretrained_model and a `vae:` section that makes its encoder lighter "
+                    "(encoder_block_out_channels, encoder_mid_block_layers)."
+                )
+            self.teacher.to(accelerator.device)
+            for frozen in (model.decoder, model.post_quant_conv):
                 if frozen is not None:
                     frozen.requires_grad_(False)
         accelerator.print(f"VAE: {self.representation} spectrograms, input_scale {self.input_scale:.4f}")
@@ -228,6 +251,8 @@ class VAEStage(Stage):
         wave = torch.cat([batch["clean"], batch["noisy"]]).to(accelerator.device)
         with torch.no_grad():
             spec, compressed = to_spectrogram(wave, self.representation, self.input_scale, **self.spectral)
+        if self.teacher is not None:
+            return self.distillation_loss(model, spec)
         rec, posterior = model(spec)
         rec = rec.float()
         logs = {}
@@ -252,6 +277,20 @@ class VAEStage(Stage):
             total = total + w["mrstft"] * mrstft
         logs["mse_over_zero"] = logs["mse"] / max(float(spec.pow(2).mean()), 1e-12)
         return total, logs
+
+    def distillation_loss(self, model, spec: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """MSE between the lighter encoder's posterior and the teacher's on the same crops: the means in the scaled
+        latent space the UNet works in (about unit variance), plus the log-variances at a tenth of that weight."""
+        with torch.no_grad():
+            target = self.teacher.encode(spec).latent_dist
+        posterior = model(spec, decode=False)
+        scale = self.teacher.config.scaling_factor
+        mean = F.mse_loss(posterior.mean * scale, target.mean * scale)
+        logvar = F.mse_loss(posterior.logvar, target.logvar)
+        error = (posterior.mean - target.mean).pow(2).mean().clamp_min(1e-20)
+        snr_db = 10 * torch.log10(target.mean.pow(2).mean() / error)
+        logs = {"latent_mse": mean.item(), "logvar_mse": logvar.item(), "latent_snr_db": snr_db.item()}
+        return mean + 0.1 * logvar, logs
 
     def round_trip(self, model, wave: np.ndarray) -> np.ndarray:
         """Encode (posterior mean), decode and synthesise one clip, as the pipeline does (magnitude: input phase)."""
@@ -295,8 +334,10 @@ class VAEStage(Stage):
         from .loop import read_history
 
         model = model.vae
-        # A frozen encoder keeps its latents, and a UNet trained on them keeps the scale it was trained with.
-        scale = model.config.scaling_factor if args.train_decoder_only else self.measure_scaling_factor(model)
+        # A frozen encoder keeps its latents (a distilled one writes its teacher's), and a UNet trained on them keeps
+        # the scale it was trained with.
+        kept = args.train_decoder_only or args.distill_encoder
+        scale = model.config.scaling_factor if kept else self.measure_scaling_factor(model)
         model.register_to_config(scaling_factor=scale, input_scale=self.input_scale)
         target = Path(args.output_dir) / "vae"
         model.save_pretrained(target)
@@ -331,8 +372,11 @@ class VAETrainingModule(torch.nn.Module):
         super().__init__()
         self.vae = vae
 
-    def forward(self, spec: torch.Tensor):
+    def forward(self, spec: torch.Tensor, decode: bool = True):
+        """`(decoded spectrogram, posterior)`, or the posterior alone with `decode=False` (encoder distillation)."""
         posterior = self.vae.encode(spec).latent_dist
+        if not decode:
+            return posterior
         return self.vae.decode(posterior.sample()).sample, posterior
 
 
