@@ -20,11 +20,14 @@ TRAINING = (
     "target's measured cutoff); last, the VAE decoder made lighter for CPUs, the encoder frozen: one ResNet block "
     "per up block, fine-tuned alone for {decoder} steps on the same CPU on corpus v2 "
     "(`configs/fuse-small-v2/vae-decoder-lite.yaml`), then its full-resolution levels at 32 channels and one "
-    "mid-block ResNet block, fine-tuned alone for {narrow} steps (`configs/fuse-small-v2/vae-decoder-narrow.yaml`)"
+    "mid-block ResNet block, fine-tuned alone for {narrow} steps (`configs/fuse-small-v2/vae-decoder-narrow.yaml`); "
+    "then the encoder narrowed to 32-32-64 and distilled for {encoder} steps to write the previous encoder's "
+    "latents, the decoder frozen (`configs/fuse-small-v2/vae-encoder-narrow.yaml`)"
 )
 FINETUNE_STEPS = 1100
 DECODER_STEPS = 900
 NARROW_DECODER_STEPS = 1000
+NARROW_ENCODER_STEPS = 1500
 METRICS = ("pesq", "estoi", "si_sdr", "dnsmos_ovrl")
 
 
@@ -59,12 +62,15 @@ def main():
         if name.startswith("fuse@6-") and name != "fuse@6-g0"
     ]
     n = fuse["stranger"]["n"]
-    training = TRAINING.format(finetune=FINETUNE_STEPS, decoder=DECODER_STEPS, narrow=NARROW_DECODER_STEPS)
+    training = TRAINING.format(
+        finetune=FINETUNE_STEPS, decoder=DECODER_STEPS, narrow=NARROW_DECODER_STEPS, encoder=NARROW_ENCODER_STEPS
+    )
     description = (
         "A small FUSE trained end to end with this package on Debian-packaged speech and noise (corpus v2: 472 "
         "minutes of speech in 29 languages, 65 minutes of real noise; `scripts/corpus/`), with on-the-fly mixing, "
         "synthetic noises, reverberation and band-limiting: a BEATs conditioner (4 layers x 256) pre-trained with "
-        "the BEATs iteration-1 recipe, a magnitude spectral VAE (32-64-128, 8 latent channels; decoder 32-32-128) "
+        "the BEATs iteration-1 recipe, a magnitude spectral VAE (32-64-128, 8 latent channels; encoder 32-32-64, "
+        "decoder 32-32-128) "
         f"and a 4-level UNet (64-128-128-128). Training: {training}. It "
         "samples with `noise_scale=0.25` and caps each time-frequency bin of the output at the input's "
         "(`max_gain_db=0`).\n\n"
