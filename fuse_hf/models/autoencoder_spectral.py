@@ -131,32 +131,31 @@ class SpectralAutoencoderKL(AutoencoderKL):
             use_post_quant_conv=use_post_quant_conv,
             mid_block_add_attention=mid_block_add_attention,
         )
+        # diffusers' own Encoder / Decoder, built with other widths: the latents they write and read keep their shape.
+        shared = dict(
+            layers_per_block=layers_per_block,
+            norm_num_groups=norm_num_groups,
+            act_fn=act_fn,
+            mid_block_add_attention=mid_block_add_attention,
+        )
         if encoder_block_out_channels is not None and tuple(encoder_block_out_channels) != tuple(block_out_channels):
             _check_widths("encoder_block_out_channels", encoder_block_out_channels, block_out_channels, norm_num_groups)
-            # diffusers' own Encoder, built with other widths: it writes latents of the same shape.
             self.encoder = Encoder(
                 in_channels=in_channels,
                 out_channels=latent_channels,
                 down_block_types=tuple(down_block_types),
                 block_out_channels=tuple(encoder_block_out_channels),
-                layers_per_block=layers_per_block,
-                norm_num_groups=norm_num_groups,
-                act_fn=act_fn,
                 double_z=True,
-                mid_block_add_attention=mid_block_add_attention,
+                **shared,
             )
         if decoder_block_out_channels is not None and tuple(decoder_block_out_channels) != tuple(block_out_channels):
             _check_widths("decoder_block_out_channels", decoder_block_out_channels, block_out_channels, norm_num_groups)
-            # diffusers' own Decoder, built with other widths: the latents it reads are the same.
             self.decoder = Decoder(
                 in_channels=latent_channels,
                 out_channels=out_channels,
                 up_block_types=tuple(up_block_types),
                 block_out_channels=tuple(decoder_block_out_channels),
-                layers_per_block=layers_per_block,
-                norm_num_groups=norm_num_groups,
-                act_fn=act_fn,
-                mid_block_add_attention=mid_block_add_attention,
+                **shared,
             )
         for name, layers, coder in (
             ("encoder_mid_block_layers", encoder_mid_block_layers, self.encoder),

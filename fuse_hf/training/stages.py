@@ -199,7 +199,7 @@ class VAEStage(Stage):
                     if config.get(key) is not None and _as_config_value(config[key]) != model.config.get(key)
                 }
                 if lighter:
-                    if part == "encoder" and self.teacher is None:
+                    if part == "encoder" and args.distill_encoder:
                         self.teacher = model.requires_grad_(False).eval()  # the latents to distil
                     model = getattr(model, f"with_lighter_{part}")(**lighter)
             self.representation = model.config.representation
