@@ -285,10 +285,10 @@ class VAEStage(Stage):
             target = self.teacher.encode(spec).latent_dist
         posterior = model(spec, decode=False)
         scale = self.teacher.config.scaling_factor
-        mean = F.mse_loss(posterior.mean * scale, target.mean * scale)
+        wanted = target.mean * scale
+        mean = F.mse_loss(posterior.mean * scale, wanted)
         logvar = F.mse_loss(posterior.logvar, target.logvar)
-        error = (posterior.mean - target.mean).pow(2).mean().clamp_min(1e-20)
-        snr_db = 10 * torch.log10(target.mean.pow(2).mean() / error)
+        snr_db = 10 * torch.log10(wanted.pow(2).mean() / mean.detach().clamp_min(1e-20))
         logs = {"latent_mse": mean.item(), "logvar_mse": logvar.item(), "latent_snr_db": snr_db.item()}
         return mean + 0.1 * logvar, logs
 
