@@ -415,7 +415,7 @@ def _quantize_int8(fp32: Path, int8: Path, calibration: list[dict[str, np.ndarra
     from the calibration feeds' `CALIBRATION_PERCENTILE` percentile), the first and last convolution kept fp32.
     ORT's dynamic ConvInteger is slower than its fp32 convolution, hence calibrated convolutions.
 
-    On fuse-small with its previous decoder (the 84 stranger pairs of `bench_quality`, 6 steps, against the fp32
+    On fuse-small with an earlier, wider VAE (the 84 stranger pairs of `bench_quality`, 6 steps, against the fp32
     graphs): PESQ-WB -0.036, ESTOI -0.006, SI-SDR -0.26 dB, DNSMOS OVRL -0.06 (1 step: -0.045, -0.005, -0.13 dB,
     0.00); the pipeline runs 1.1-1.5x faster on a plain AVX2 CPU. Not free: an option, not the default.
     """
