@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 from scipy import signal as sps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "corpus"))
@@ -521,6 +522,25 @@ def test_stitched_typing_is_deterministic_and_sized():
     assert a.shape == (5 * SR,) and a.dtype == np.float32
     active = np.mean(quality.frame_levels_db(a, SR) > -60)
     assert 0.2 < active < 0.95  # clicks with gaps between them, not silence and not a wall of sound
+
+
+def test_process_removes_drift_below_hearing_and_keeps_speech_band(tmp_path):
+    # A 44.1 kHz file: a 200 Hz tone over a 4 Hz drift as strong as the tone and a DC offset, as some game stamps carry.
+    rate = 44100
+    t = np.arange(3 * rate) / rate
+    tone = 0.1 * np.sin(2 * np.pi * 200 * t)
+    path = tmp_path / "stamp.wav"
+    sf.write(path, (tone + 0.1 * np.sin(2 * np.pi * 4 * t) + 0.05).astype(np.float32), rate, subtype="FLOAT")
+    source = sources.Source("pkg", "speech", str(path), "pkg:/stamp.wav", "stamp", "ro", "v", "pool:u", "pool")
+    record = process.process(source, tmp_path / "cache")
+    out, out_rate = sf.read(tmp_path / "cache" / "files" / "pkg" / record["outputs"][0]["file"])
+    assert out_rate == SR and len(out) == 3 * SR
+    spectrum = np.abs(np.fft.rfft(out[SR // 2 : -SR // 2])) ** 2  # 2 s: 0.5 Hz bins
+    freqs = np.fft.rfftfreq(2 * SR, 1 / SR)
+    assert spectrum[freqs < 12].sum() < 1e-5 * spectrum.sum()  # drift and DC: -50 dB
+    ref = 0.1 * np.sin(2 * np.pi * 200 * np.arange(3 * SR) / SR)
+    gain_db = 10 * np.log10(np.mean(out[SR // 2 : -SR // 2] ** 2) / np.mean(ref[SR // 2 : -SR // 2] ** 2))
+    assert abs(gain_db) < 0.1  # 200 Hz comes through (PCM16) unchanged
 
 
 def test_segment_bounds_cover_the_recording_in_equal_parts():

@@ -384,6 +384,12 @@ def test_augmentation_functions():
     low = D.apply_lowpass(noise, 3400.0)
     assert _band_power(low, 4500, 8000) < 1e-3 * _band_power(noise, 4500, 8000)
     assert abs(_band_power(low, 100, 2500) / _band_power(noise, 100, 2500) - 1) < 0.1  # passband kept
+    # High-pass at 20 Hz: an offset and white noise's own content below 10 Hz go, the speech band stays.
+    long_noise = D.white_noise(4 * n, rng)
+    high, middle = D.apply_highpass(long_noise + 0.5, 20.0)[n : 3 * n], long_noise[n : 3 * n]
+    hann = np.hanning(2 * n)  # against leakage from above 20 Hz into the 1 Hz bins
+    assert abs(high.mean()) < 1e-3 and _band_power(high * hann, 1, 10) < 1e-5 * _band_power(middle * hann, 1, 10)
+    assert abs(_band_power(high, 60, 8000) / _band_power(middle, 60, 8000) - 1) < 1e-3
     rir = D.synth_rir(0.5, rng, drr_db=0.0)
     assert rir[0] == 1.0 and abs(np.sum(rir[1:] ** 2) - 1.0) < 1e-4
     assert np.sum(rir[int(0.25 * SR) :] ** 2) < 0.1 * np.sum(rir[1 : int(0.25 * SR)] ** 2)

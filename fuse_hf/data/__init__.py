@@ -40,6 +40,7 @@ Modules, by what they are:
 
 from ..audio import AUDIO_EXTENSIONS, SAMPLE_RATE, AudioDataWarning, avoid_clipping, list_audio_files
 from .augment import (
+    apply_highpass,
     apply_lowpass,
     apply_rir,
     babble,
@@ -85,6 +86,7 @@ __all__ = [
     "MixingDataset",
     "Mixer",
     "PairedFolderDataset",
+    "apply_highpass",
     "apply_lowpass",
     "apply_rir",
     "avoid_clipping",

@@ -3,7 +3,7 @@
 
 Levels and mixing (`power`, `rms_dbfs`, `set_level`, `mix_at_snr`), synthetic noises (`colored_noise` and its white,
 pink and brown cases, `mains_hum`, `babble`), reverberation (`synth_rir`, `apply_rir`) and the input channel
-(`random_eq`, `apply_lowpass`). The peak limiter is `fuse_hf.audio.avoid_clipping`.
+(`random_eq`, `apply_lowpass`, `apply_highpass`). The peak limiter is `fuse_hf.audio.avoid_clipping`.
 """
 
 from __future__ import annotations
@@ -176,6 +176,12 @@ def random_eq(
     return np.fft.irfft(np.fft.rfft(x) * 10 ** (gain_db / 20), n=n).astype(np.float32)
 
 
+def _zero_phase_butterworth(x: np.ndarray, cutoff_hz: float, btype: str, sample_rate: int, order: int) -> np.ndarray:
+    # Forward-backward filtering keeps the output aligned with its input and doubles the order.
+    sos = sps.butter(order // 2, cutoff_hz, btype=btype, fs=sample_rate, output="sos")
+    return sps.sosfiltfilt(sos, x).astype(np.float32)
+
+
 def apply_lowpass(x: np.ndarray, cutoff_hz: float, sample_rate: int = SAMPLE_RATE, order: int = 8) -> np.ndarray:
     """Zero-phase Butterworth low-pass of (samples,) at `cutoff_hz` Hz (band-limiting, e.g. 3.4 kHz = telephone).
 
@@ -184,8 +190,16 @@ def apply_lowpass(x: np.ndarray, cutoff_hz: float, sample_rate: int = SAMPLE_RAT
     """
     if cutoff_hz >= 0.99 * sample_rate / 2:
         return np.asarray(x, dtype=np.float32)
-    sos = sps.butter(order // 2, cutoff_hz, btype="low", fs=sample_rate, output="sos")  # filtfilt doubles the order
-    return sps.sosfiltfilt(sos, x).astype(np.float32)
+    return _zero_phase_butterworth(x, cutoff_hz, "low", sample_rate, order)
+
+
+def apply_highpass(x: np.ndarray, cutoff_hz: float, sample_rate: int = SAMPLE_RATE, order: int = 8) -> np.ndarray:
+    """Zero-phase Butterworth high-pass of (samples,) at `cutoff_hz` Hz (-6 dB there); removes DC too.
+
+    At 20 Hz and order 8 it takes out drift and infrasound (-48 dB at 10 Hz) and leaves speech alone (-0.03 dB at
+    40 Hz).
+    """
+    return _zero_phase_butterworth(x, cutoff_hz, "high", sample_rate, order)
 
 
 def set_level(reference: np.ndarray, target_dbfs: float) -> float:

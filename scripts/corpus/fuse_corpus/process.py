@@ -2,7 +2,8 @@
 
 `process(source, cache)` runs in a worker process. It decodes the file at its own rate (libsndfile through
 `fuse_hf.audio.load_audio`; G.722 and GSM through ffmpeg), measures clipping there, averages the channels,
-resamples to 16 kHz (`fuse_hf.audio.resample`), removes the DC offset, cuts noise longer than
+resamples to 16 kHz (`fuse_hf.audio.resample`), removes DC and infrasound below :data:`INFRASOUND_HZ`
+(`fuse_hf.data.apply_highpass`), cuts noise longer than
 :data:`NOISE_SEGMENT_S` into equal segments, scales a segment whose peak exceeds 0.99 down
 (`fuse_hf.audio.avoid_clipping`: never clipped), measures each output (`quality.measure`) and writes it
 (`fuse_hf.audio.save_audio`).
@@ -26,14 +27,18 @@ from pathlib import Path
 
 import numpy as np
 
-from fuse_hf import audio
+from fuse_hf import audio, data
 
 from . import quality
 from .sources import TYPING_SECONDS, Source
 
 # Bump when the processing of a file changes: every cached record is then redone.
-PROCESS_VERSION = "3"
+PROCESS_VERSION = "4"
 SAMPLE_RATE = 16000
+# Some recordings drift below hearing (tuxpaint's Romanian and Belarusian stamps carry up to half their energy under
+# 20 Hz): no enhancer should reproduce it, and in a target it dominates SI-SDR. Speech starts near 70 Hz.
+INFRASOUND_HZ = 20.0
+MIN_FILTER_SAMPLES = 256
 NOISE_SEGMENT_S = 30.0
 PEAK = 0.99
 # 50 ms energy envelope of a noise recording, for the near-duplicate check of the builder.
@@ -165,7 +170,11 @@ def process(source: Source, cache: Path) -> dict:
         return record
     clipped = quality.clip_fraction(decoded)
     mono = audio.resample(decoded.mean(axis=0), rate, SAMPLE_RATE)
-    mono = (mono - mono.mean()).astype(np.float32)
+    # Forward-backward filtering needs a few dozen samples; shorter files are dropped as `short` anyway.
+    if len(mono) > MIN_FILTER_SAMPLES:
+        mono = data.apply_highpass(mono, INFRASOUND_HZ, SAMPLE_RATE)
+    else:
+        mono = (mono - mono.mean()).astype(np.float32)
     record["seconds"] = len(mono) / SAMPLE_RATE
     bounds = [(0, len(mono))]
     if source.kind == "noise":
