@@ -564,6 +564,19 @@ def test_hf_speech_only_with_mixing(tmp_path, speech_noise):
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def test_mixing_from_several_speech_and_noise_folders(tmp_path, speech_noise):
+    speech_dir, noise_dir, speech, noise = speech_noise
+    extra = _write(tmp_path / "narrowband" / "x.wav", _tone(0.6, 200, seed=9))
+    rows = "path,hf4k_db,cutoff_hz\nspeech/s0.wav,-15,8000\nnarrowband/x.wav,-60,3400\n"
+    (tmp_path / "manifest.csv").write_text(rows)
+    ds = D.build_dataset(speech_dir=[speech_dir, extra.parent], noise_dir=[noise_dir], segment_samples=SEG)
+    assert ds.speech_files == [*speech, extra] and ds.mixer.noise_files == noise  # folders listed in the order given
+    # The manifest above the first folder is read: s0 is wideband (x4), the narrowband file is not.
+    assert ds.weights is not None and ds.weights[0] == 4 * ds.weights[-1]
+    with pytest.raises(ValueError, match=r"Speech files: 1 file\(s\) not found"):
+        D.build_dataset(speech_dir=[speech_dir, tmp_path / "missing"], segment_samples=SEG)
+
+
 def test_build_dataset_needs_exactly_one_source(paired_root, speech_noise, hf_saved):
     speech_dir, noise_dir, _, _ = speech_noise
     with pytest.raises(ValueError, match="exactly one"):

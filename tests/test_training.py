@@ -347,6 +347,17 @@ def test_config_errors_and_help(tmp_path, capsys):
     assert args.learning_rate == 0.5 and args.max_train_steps == 20 and args.vae["latent_channels"] == 4
 
 
+def test_speech_and_noise_from_several_folders(toy_corpus, tmp_path):
+    from accelerate import Accelerator
+
+    folders = [str(toy_corpus / "speech" / "train"), str(toy_corpus / "speech" / "valid")]
+    args = stage_args("beats", toy_corpus, tmp_path, extra=["--speech_dir", *folders])
+    assert args.speech_dir == folders
+    runner = STAGES["beats"]()
+    runner.build(args, Accelerator(cpu=True), {})
+    assert [p.parent.name for p in runner.dataset.speech_files] == ["train"] * 3 + ["valid"] * 3
+
+
 def test_unknown_loss_keys_are_an_error(tmp_path):
     from accelerate import Accelerator
 

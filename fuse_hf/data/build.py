@@ -5,7 +5,6 @@ batch of its items (`collate`)."""
 from __future__ import annotations
 
 import dataclasses
-import os
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import torch
 
 from ..audio import SAMPLE_RATE
-from .files import PathLike, find_manifest
+from .files import PathLike, find_manifest, first_folder
 from .folders import MixingDataset, PairedFolderDataset
 from .hf import HFAudioDataset, HFStreamingAudioDataset
 from .mixer import AugmentConfig
@@ -47,7 +46,8 @@ def build_dataset(
 
     * ``train_data_dir``: `PairedFolderDataset` (``split`` selects ``root/<split>`` when given);
     * ``speech_dir`` (+ optional ``noise_dir``): `MixingDataset`; ``manifest="auto"`` looks for the corpus'
-      ``manifest.csv`` next to or above ``speech_dir`` to weight wideband speech up (None disables);
+      ``manifest.csv`` next to or above ``speech_dir`` (the first, when several) to weight wideband speech up and
+      read each target's cutoff (None disables); each of the two takes one folder or several;
     * ``dataset_name``: `HFAudioDataset`, or `HFStreamingAudioDataset` with ``streaming=True``
       (``split`` defaults to ``"train"``; ``noise_dir`` mixes a speech-only dataset when ``noisy_column=None``).
 
@@ -72,7 +72,7 @@ def build_dataset(
         return PairedFolderDataset(train_data_dir, segment_samples, sample_rate, seed, split=split)
     if speech_dir:
         if manifest == "auto":
-            manifest = find_manifest(speech_dir) if isinstance(speech_dir, (str, os.PathLike)) else None
+            manifest = find_manifest(first_folder(speech_dir))
         if not noise_dir:
             warnings.warn(
                 "Training data: no --noise_dir; mixing with synthetic noises only (white, pink, brown, hum, babble).",

@@ -24,21 +24,27 @@ def check_folder(path: PathLike, what: str) -> Path:
 
 
 def as_file_list(source: PathLike | Sequence[PathLike] | None, what: str) -> list[Path]:
-    """A folder (listed recursively, non-audio files skipped with an `AudioDataWarning`) or an explicit sequence of
-    files -> list of paths; None -> [].
+    """A folder (listed recursively, non-audio files skipped with an `AudioDataWarning`), or a sequence of folders
+    and/or files (each folder listed, in the order given) -> list of paths; None -> [].
 
     Raises:
-        ValueError: the folder or some of the files do not exist.
+        ValueError: a folder or some of the files do not exist.
     """
     if source is None:
         return []
     if isinstance(source, (str, os.PathLike)):
         return list_audio_files(source, warn_skipped=True)
-    files = [Path(p).expanduser() for p in source]
-    missing = [str(p) for p in files if not p.is_file()]
+    entries = [Path(p).expanduser() for p in source]
+    missing = [str(p) for p in entries if not p.exists()]
     if missing:
         raise ValueError(f"{what}: {len(missing)} file(s) not found, e.g. {missing[:3]}. Check the paths.")
-    return files
+    return [f for p in entries for f in (list_audio_files(p, warn_skipped=True) if p.is_dir() else [p])]
+
+
+def first_folder(source: PathLike | Sequence[PathLike]) -> Path:
+    """The folder `source` names, or the first of a sequence (where a corpus manifest is looked for)."""
+    first = source if isinstance(source, (str, os.PathLike)) else next(iter(source))
+    return Path(first).expanduser()
 
 
 def read_manifest(manifest: PathLike) -> dict[str, dict[str, str]]:

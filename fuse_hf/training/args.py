@@ -108,8 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     g = parser.add_argument_group("data (exactly one of --train_data_dir, --speech_dir, --dataset_name)")
     g.add_argument("--train_data_dir", default=None, help="paired clean/ + noisy/ folders with matching names")
     g.add_argument("--train_split", default=None, help="sub-folder or dataset split for training (e.g. train)")
-    g.add_argument("--speech_dir", default=None, help="clean speech folder, mixed on the fly with --noise_dir")
-    g.add_argument("--noise_dir", default=None, help="noise folder for on-the-fly mixing")
+    g.add_argument(
+        "--speech_dir", nargs="+", default=None, help="clean speech folder(s), mixed on the fly with --noise_dir"
+    )
+    g.add_argument("--noise_dir", nargs="+", default=None, help="noise folder(s) for on-the-fly mixing")
     g.add_argument("--dataset_name", default=None, help="Hugging Face dataset (Hub name or local path)")
     g.add_argument("--dataset_config_name", default=None)
     g.add_argument("--clean_column", default="clean")

@@ -43,8 +43,8 @@ def has_validation_data(args) -> bool:
 def validation_pairs(args, segment_samples: int, sampling_rate: int = SAMPLE_RATE) -> list[dict[str, Any]]:
     """The fixed validation set: paired folders, or speech + noise mixed with a fixed seed; empty without
     validation data (see `has_validation_data`)."""
-    from ..audio import list_audio_files
     from ..data import PairedFolderDataset, make_validation_pairs
+    from ..data.files import as_file_list
 
     n = args.num_validation_pairs
     if not has_validation_data(args):
@@ -63,8 +63,7 @@ def validation_pairs(args, segment_samples: int, sampling_rate: int = SAMPLE_RAT
         warnings.warn(
             "No --valid_speech_dir/--valid_data_dir: validating on mixtures of the TRAINING speech.", stacklevel=2
         )
-    speech = list_audio_files(speech_dir)
-    noise = list_audio_files(noise_dir) if noise_dir else []
+    speech, noise = as_file_list(speech_dir, "Validation speech"), as_file_list(noise_dir, "Validation noise")
     return make_validation_pairs(speech, noise, n, segment_samples, seed=args.seed + 1, sample_rate=sampling_rate)
 
 
