@@ -2,7 +2,8 @@
 
 The BEATs issue (section 3) asks for a probe on held-out mixtures, pre-trained vs. the same architecture with
 random weights. This script builds a fixed, seeded set of noisy mixtures from the corpus *valid* splits only
-(valid speech; valid noise recordings or synthetic white/pink/babble noise; SNR -5..20 dB), extracts frozen
+(valid speech; valid noise recordings or synthetic white/pink/babble noise; SNR -5..20 dB; `--split dev_stranger`
+takes corpus v2's stranger split instead: languages, voices and noises no training split holds), extracts frozen
 features per 160 ms patch row, and fits closed-form ridge probes
 (:func:`benchmarks.linear_probe.fit_linear_probe`) for
 
@@ -12,9 +13,9 @@ features per 160 ms patch row, and fits closed-form ridge probes
   on the speech rows only (non-speech rows have no finite SNR);
 * ``utt_snr``: utterance-level mixing SNR in dB from the row features averaged over the clip.
 
-Feature sets: the pre-trained conditioner, the same configuration with seeded random weights, and two trivial
-baselines computed from the same filterbank the model sees: the 128 log-mel bins averaged over the row's 16
-frames, and the row's mean log-mel energy alone (one number).
+Feature sets: the pre-trained conditioner (and `--compare`, a second one), the same configuration with seeded random
+weights, and two trivial baselines computed from the same filterbank the model sees: the 128 log-mel bins averaged
+over the row's 16 frames, and the row's mean log-mel energy alone (one number).
 
 The mixtures are split by speech file (even file index vs. odd), so no recording is on both sides; the 5 valid
 noise recordings are shared by both halves (there are only 5). Each probe is fitted twice, train on one half and
@@ -57,6 +58,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--conditioner", default="pipelines/fuse-small/conditioner", help="pre-trained BEATs folder")
     parser.add_argument("--corpus", default=str(DEFAULT_CORPUS))
     parser.add_argument(
+        "--split",
+        default="valid",
+        choices=("valid", "dev_stranger"),
+        help="where the mixtures come from: the valid split, or corpus v2's stranger split (never trained on)",
+    )
+    parser.add_argument(
+        "--compare", default=None, help="a second pre-trained BEATs folder, probed on the same mixtures"
+    )
+    parser.add_argument(
         "--history",
         default="/tmp/gpu1/beats/validation_history.jsonl",
         help="pre-training validation history (masked-token accuracy); skipped if missing",
@@ -75,12 +85,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 # ------------------------------------------------------------------------------------------------ data
 
 
-def build_mixtures(corpus: Path, n: int, seconds: float, seed: int) -> list[dict]:
-    """Seeded noisy/clean pairs from the valid splits only, each tagged with its speech file index."""
-    speech = list_audio_files(corpus / "speech" / "valid")
-    noise = list_audio_files(corpus / "noise" / "valid")
+def build_mixtures(corpus: Path, n: int, seconds: float, seed: int, split: str = "valid") -> list[dict]:
+    """Seeded noisy/clean pairs from one split's speech and noise only (`valid`, or `dev_stranger` of corpus v2),
+    each tagged with its speech file index."""
+    speech = list_audio_files(corpus / "speech" / split)
+    noise = list_audio_files(corpus / "noise" / split)
     if not speech:
-        raise ValueError(f"corpus: no valid speech under {corpus / 'speech' / 'valid'}. Build the corpus first.")
+        raise ValueError(f"corpus: no {split} speech under {corpus / 'speech' / split}. Build the corpus first.")
     pairs = make_validation_pairs(
         speech,
         noise,
@@ -217,7 +228,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
 
-    pairs = build_mixtures(Path(args.corpus), args.num_mixtures, args.seconds, args.seed)
+    pairs = build_mixtures(Path(args.corpus), args.num_mixtures, args.seconds, args.seed, args.split)
     clean = torch.from_numpy(np.stack([p["clean"] for p in pairs]))
     noisy = torch.from_numpy(np.stack([p["noisy"] for p in pairs]))
     utt_snr = torch.tensor([p["snr_db"] for p in pairs], dtype=torch.float32)
@@ -230,6 +241,8 @@ def main(argv=None) -> int:
     feature_sets = {}
     with torch.inference_mode():
         feature_sets["BEATs pre-trained"] = probe_features(pretrained, noisy)
+        if args.compare:
+            feature_sets["BEATs --compare"] = probe_features(BEATsModel.from_pretrained(args.compare).eval(), noisy)
         feature_sets["BEATs random weights"] = probe_features(random_model, noisy)
         fbank_rows = fbank_row_features(pretrained, noisy)
         feature_sets["log-mel 128 (row mean)"] = fbank_rows
@@ -273,8 +286,10 @@ def main(argv=None) -> int:
     report = {
         "benchmark": "beats_linear_probe",
         "conditioner": args.conditioner,
+        "compare": args.compare,
         "data": {
-            "source": "corpus valid splits only (speech/valid, noise/valid, synthetic white/pink/babble)",
+            "source": f"corpus {args.split} split only (speech/{args.split}, noise/{args.split}, synthetic "
+            "white/pink/babble)",
             "mixtures": len(pairs),
             "seconds": args.seconds,
             "snr_db": [-5.0, 20.0],

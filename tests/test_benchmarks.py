@@ -145,6 +145,26 @@ def test_probe_features_pool_each_patch_row():
     torch.testing.assert_close(pooled[:, 0], tokens[:, : model.num_freq_patches].mean(dim=1))
 
 
+def test_beats_probe_on_the_stranger_split_compares_a_second_conditioner(tiny_pipeline_dir, tmp_path, make_speech):
+    from benchmarks import bench_beats_probe
+
+    for i in range(8):
+        save_audio(tmp_path / f"speech/dev_stranger/s{i}.wav", make_speech(2.0, seed=i), SR, subtype="PCM_16")
+    noise = 0.05 * np.random.default_rng(0).standard_normal((1, 2 * SR)).astype(np.float32)
+    save_audio(tmp_path / "noise/dev_stranger/n0.wav", noise, SR, subtype="PCM_16")
+    conditioner, out = str(tiny_pipeline_dir / "conditioner"), tmp_path / "probe.json"
+    argv = ["--conditioner", conditioner, "--corpus", str(tmp_path), "--num_mixtures", "8", "--seconds", "2.0"]
+    argv += ["--history", str(tmp_path / "none.jsonl"), "--out", str(out)]
+    assert bench_beats_probe.main([*argv, "--split", "dev_stranger", "--compare", conditioner]) == 0
+    report = json.loads(out.read_text())
+    assert report["data"]["source"].startswith("corpus dev_stranger split") and report["data"]["mixtures"] == 8
+    results = report["results"]
+    assert results["BEATs --compare"]["mean"] == results["BEATs pre-trained"]["mean"]  # the same weights twice
+    assert results["BEATs random weights"]["mean"] != results["BEATs pre-trained"]["mean"]
+    with pytest.raises(ValueError, match="speech/valid`: folder not found"):
+        bench_beats_probe.main(argv)  # the default split is not in this corpus
+
+
 # ------------------------------------------------------------------------------- quality benchmark
 
 
