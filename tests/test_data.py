@@ -573,7 +573,7 @@ def test_mixing_from_several_speech_and_noise_folders(tmp_path, speech_noise):
     assert ds.speech_files == [*speech, extra] and ds.mixer.noise_files == noise  # folders listed in the order given
     # The manifest above the first folder is read: s0 is wideband (x4), the narrowband file is not.
     assert ds.weights is not None and ds.weights[0] == 4 * ds.weights[-1]
-    with pytest.raises(ValueError, match=r"Speech files: 1 file\(s\) not found"):
+    with pytest.raises(ValueError, match=r"Speech files: 1 path\(s\) not found"):
         D.build_dataset(speech_dir=[speech_dir, tmp_path / "missing"], noise_dir=noise_dir, segment_samples=SEG)
 
 

@@ -37,14 +37,15 @@ def as_file_list(source: PathLike | Sequence[PathLike] | None, what: str) -> lis
     entries = [Path(p).expanduser() for p in source]
     missing = [str(p) for p in entries if not p.exists()]
     if missing:
-        raise ValueError(f"{what}: {len(missing)} file(s) not found, e.g. {missing[:3]}. Check the paths.")
+        raise ValueError(f"{what}: {len(missing)} path(s) not found, e.g. {missing[:3]}. Check the paths.")
     return [f for p in entries for f in (list_audio_files(p, warn_skipped=True) if p.is_dir() else [p])]
 
 
 def first_folder(source: PathLike | Sequence[PathLike]) -> Path:
-    """The folder `source` names, or the first of a sequence (where a corpus manifest is looked for)."""
-    first = source if isinstance(source, (str, os.PathLike)) else next(iter(source))
-    return Path(first).expanduser()
+    """The folder `source` names, or the first of a sequence (a file stands for its folder): where a corpus manifest
+    is looked for."""
+    first = Path(source if isinstance(source, (str, os.PathLike)) else next(iter(source))).expanduser()
+    return first.parent if first.is_file() else first
 
 
 def read_manifest(manifest: PathLike) -> dict[str, dict[str, str]]:
