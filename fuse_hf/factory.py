@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from diffusers import DDIMScheduler, UNet2DConditionModel
 
 from .models.autoencoder_spectral import SpectralAutoencoderKL
@@ -82,9 +83,15 @@ def make_vae(**kwargs: Any) -> SpectralAutoencoderKL:
 
 
 def make_unet(
-    latent_channels: int, condition_dim: int, latent_frames: int = 64, latent_freq: int = 64, **kwargs: Any
+    latent_channels: int,
+    condition_dim: int,
+    latent_frames: int = 64,
+    latent_freq: int = 64,
+    token_channels: int = 0,
+    **kwargs: Any,
 ) -> UNet2DConditionModel:
-    """The denoiser: input = noisy target latent ++ noisy-input latent (`2 * latent_channels` channels).
+    """The denoiser: input = noisy target latent ++ noisy-input latent (`2 * latent_channels` channels) ++ the
+    `token_channels` of a [`TokenGridProjection`], if any.
 
     BEATs tokens `(batch, tokens, condition_dim)` enter through cross-attention after diffusers' `encoder_hid_dim`
     projection to `cross_attention_dim`.
@@ -92,11 +99,44 @@ def make_unet(
     kwargs.setdefault("cross_attention_dim", 128)
     return UNet2DConditionModel(
         sample_size=(latent_freq, latent_frames),
-        in_channels=2 * latent_channels,
+        in_channels=2 * latent_channels + token_channels,
         out_channels=latent_channels,
         encoder_hid_dim=condition_dim,
         **kwargs,
     )
+
+
+def widen_unet_input(unet: UNet2DConditionModel, in_channels: int) -> UNet2DConditionModel:
+    """The same UNet with `in_channels` input channels: the existing ones keep their weights, the new ones get zero
+    weights in `conv_in`, so the widened UNet computes exactly what the original does until training moves them."""
+    old = unet.config.in_channels
+    if in_channels < old:
+        raise ValueError(f"widen_unet_input: {in_channels} input channels is fewer than the UNet's {old}.")
+    if in_channels == old:
+        return unet
+    widened = UNet2DConditionModel.from_config({**unet.config, "in_channels": in_channels})
+    state = unet.state_dict()
+    weight = state["conv_in.weight"]
+    state["conv_in.weight"] = torch.cat(
+        [weight, weight.new_zeros(weight.shape[0], in_channels - old, *weight.shape[2:])], 1
+    )
+    widened.load_state_dict(state)
+    return widened if unet.dtype == widened.dtype else widened.to(dtype=unet.dtype)
+
+
+def make_token_projection(vae: SpectralAutoencoderKL, condition_dim: int, **kwargs: Any):
+    """A [`TokenGridProjection`] for this VAE's front end (rate, STFT, down-sampling) and BEATs width; keyword
+    arguments (`hidden_dim`, `out_channels`, ...) as the class."""
+    from .models.token_projection import TokenGridProjection
+
+    c = vae.config
+    front_end = dict(
+        sampling_rate=int(c.sampling_rate),
+        n_fft=int(c.n_fft),
+        hop_length=int(c.hop_length),
+        latent_downsample=int(vae.downsample_factor),
+    )
+    return TokenGridProjection(condition_dim=condition_dim, **{**front_end, **kwargs})
 
 
 def make_conditioner(**kwargs: Any):
@@ -112,8 +152,10 @@ def make_pipeline(
     conditioner: dict[str, Any] | None = None,
     latent_frames: int = 64,
     seed: int | None = 0,
+    token_projection: dict[str, Any] | None = None,
 ):
-    """A FUSEPipeline with freshly initialised weights from config dictionaries (defaults: tiny)."""
+    """A FUSEPipeline with freshly initialised weights from config dictionaries (defaults: tiny; no
+    `token_projection` unless one is given, `{}` for the defaults)."""
     import torch
 
     from .models.beats import BEATsFeatureExtractor
@@ -123,11 +165,15 @@ def make_pipeline(
         torch.manual_seed(seed)
     vae_model = make_vae(**(TINY_VAE if vae is None else vae))
     beats = make_conditioner(**(TINY_BEATS if conditioner is None else conditioner))
+    projection = None
+    if token_projection is not None:
+        projection = make_token_projection(vae_model, beats.config.encoder_embed_dim, **token_projection)
     unet_model = make_unet(
         latent_channels=vae_model.config.latent_channels,
         condition_dim=beats.config.encoder_embed_dim,
         latent_frames=latent_frames,
         latent_freq=vae_model.config.sample_size // vae_model.downsample_factor,
+        token_channels=projection.config.out_channels if projection is not None else 0,
         **(TINY_UNET if unet is None else unet),
     )
     pipe = FUSEPipeline(
@@ -136,7 +182,9 @@ def make_pipeline(
         unet=unet_model,
         scheduler=make_scheduler(),
         feature_extractor=BEATsFeatureExtractor(),
+        token_projection=projection,
     )
-    for module in (vae_model, beats, unet_model):
-        module.eval()
+    for module in (vae_model, beats, unet_model, projection):
+        if module is not None:
+            module.eval()
     return pipe

@@ -369,3 +369,53 @@ def test_remote_code_loads_without_fuse_hf(hub, pushed, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     np.testing.assert_allclose(np.load(tmp_path / "audio.npy"), pushed["reference"], atol=1e-6)
+
+
+LOCAL_REMOTE_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    for name in ("fuse_hf", "soundfile", "soxr"):
+        sys.modules[name] = None
+    sys.path[:] = [p for p in sys.path if p and p.rstrip('/') != sys.argv[3]]  # the source checkout
+    import numpy as np, torch
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(sys.argv[1], trust_remote_code=True)
+    pipe.set_progress_bar_config(disable=True)
+    assert type(pipe.token_projection).__name__ == "TokenGridProjection", type(pipe.token_projection)
+    audio = np.load(sys.argv[2])
+    out = pipe(audio, sampling_rate=16000, num_inference_steps=2, generator=torch.Generator().manual_seed(0)).audios
+    np.save(sys.argv[2], out)
+    """
+)
+
+
+def test_a_token_projection_travels_as_remote_code(tmp_path, make_speech):
+    """A pipeline with a `TokenGridProjection` exports it as `token_projection/token_projection.py`, and the staged
+    folder loads and enhances with diffusers alone (fuse_hf hidden), as the installed classes do."""
+    from fuse_hf.factory import make_pipeline
+    from fuse_hf.hub import stage_pipeline_folder
+
+    pipe = make_pipeline(latent_frames=16, seed=0, token_projection={"hidden_dim": 8, "out_channels": 4})
+    pipe.set_progress_bar_config(disable=True)
+    pipe.save_pretrained(tmp_path / "saved")
+    folder = stage_pipeline_folder(tmp_path / "saved", tmp_path / "staged", "tester/fuse-grid")
+    report = check_remote_code(folder)
+    assert "token_projection/token_projection.py" in report
+    assert set(report["token_projection/token_projection.py"]) - set(sys.stdlib_module_names) <= {"torch", "diffusers"}
+    audio = make_speech(0.8, seed=1)[0]
+    np.save(tmp_path / "audio.npy", audio)
+    (tmp_path / "remote.py").write_text(LOCAL_REMOTE_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": "", "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    repo_root = str(Path(__file__).resolve().parent.parent)
+    result = subprocess.run(
+        [sys.executable, "-I", str(tmp_path / "remote.py"), str(folder), str(tmp_path / "audio.npy"), repo_root],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    reference = pipe(audio, sampling_rate=16000, num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(np.load(tmp_path / "audio.npy"), reference.audios, atol=1e-6)

@@ -185,3 +185,21 @@ def test_cli_exports_int8_and_enhances_with_it(tiny_pipeline_dir, make_speech, t
     audio, rate = sf.read(enhanced / "a.wav")
     assert rate == 16000 and audio.shape == (int(0.7 * 16000),) and np.abs(audio).max() > 0
     assert main([*args, "--model", str(tiny_pipeline_dir), "--backend", "torch", "--overwrite"]) == 0
+
+
+def test_a_pipeline_with_a_token_projection_exports_and_matches_torch(make_speech, tmp_path):
+    """The token grid rides in the UNet graph's `sample` input; the projection itself loads and runs in torch."""
+    from fuse_hf.factory import make_pipeline
+    from fuse_hf.models import TokenGridProjection
+
+    pipe = make_pipeline(latent_frames=16, seed=0, token_projection={"hidden_dim": 8, "out_channels": 4})
+    with torch.no_grad():  # weights on the new channels, so that the check sees them
+        pipe.unet.conv_in.weight[:, -4:] = torch.randn_like(pipe.unet.conv_in.weight[:, -4:]) * 0.5
+    pipe.set_progress_bar_config(disable=True)
+    snrs = pipe.export_onnx(tmp_path / "grid-onnx")
+    assert min(snrs.values()) > 60
+    onnx_pipe = FUSEPipeline.from_pretrained(tmp_path / "grid-onnx")
+    onnx_pipe.set_progress_bar_config(disable=True)
+    assert uses_onnx(onnx_pipe) and isinstance(onnx_pipe.token_projection, TokenGridProjection)
+    audio = make_speech(1.0, seed=2)[0]
+    assert snr_db(run(pipe, audio, num_inference_steps=2), run(onnx_pipe, audio, num_inference_steps=2)) > 60

@@ -3,12 +3,13 @@
 `export_onnx` writes a copy of the pipeline folder (configs, weights, scheduler, feature extractor) with the graphs
 of its networks beside them, and checks each graph against torch on the same input:
 
-    OUT_DIR/model_index.json, vae/, unet/, conditioner/, scheduler/, feature_extractor/  (`save_pretrained`)
+    OUT_DIR/model_index.json, vae/, unet/, conditioner/, scheduler/, feature_extractor/  (`save_pretrained`;
+                                    token_projection/ too where there is one: it runs in torch)
     OUT_DIR/onnx/config.json        opset, quantisation, the graphs' SNRs against torch, their inputs and outputs
     OUT_DIR/onnx/conditioner.onnx   input_features (batch, frames, 128) -> last_hidden_state (batch, tokens, dim)
     OUT_DIR/onnx/vae_encoder.onnx   spectrogram (batch, C, freq, frames) -> latents (batch, 8, freq/4, frames/4)
-    OUT_DIR/onnx/unet.onnx          sample (batch, 2*8, freq/4, width), timestep (batch,), encoder_hidden_states
-                                    (batch, tokens, dim) -> sample (batch, 8, freq/4, width): one denoising step
+    OUT_DIR/onnx/unet.onnx          sample (batch, 2*8 [+ token grid channels], freq/4, width), timestep (batch,),
+                                    encoder_hidden_states (batch, tokens, dim) -> sample (batch, 8, freq/4, width): one denoising step
     OUT_DIR/onnx/vae_decoder.onnx   latents (batch, 8, freq/4, frames/4) -> spectrogram (batch, C, freq, frames)
 
 Batch, time (frames, width, tokens) are dynamic axes; the latents are the scaled posterior mean that
@@ -346,6 +347,9 @@ def _graph_inputs(
         alpha = scheduler.alphas_cumprod[int(t)].float()
         noisy = alpha.sqrt() * latents + (1 - alpha).sqrt() * noise
         sample = scheduler.scale_model_input(torch.cat([noisy, latents], dim=1), t)
+        aligned = pipe.align_tokens(tokens, latents.shape)
+        if aligned is not None:
+            sample = torch.cat([sample, aligned], dim=1)
         yield {
             "conditioner": {"input_features": features},
             "vae_encoder": {"spectrogram": spec},
@@ -722,7 +726,8 @@ def load_onnx_pipeline(pipeline_class, folder: str | Path, threads: int | None =
         _read_json(folder / "conditioner" / "config.json"), {"conditioner": sessions["conditioner"]}, export_config
     )
     components = {}
-    for name in ("scheduler", "feature_extractor"):
+    # The token projection is a small torch module (a per-token MLP and a fixed resampling): it stays in torch.
+    for name in ("scheduler", "feature_extractor", "token_projection"):
         library, class_name = index.get(name) or (None, None)
         if library is None:
             components[name] = None

@@ -77,23 +77,40 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
     Args:
         vae ([`SpectralAutoencoderKL`]): encodes normalised compressed spectrograms to latents and back.
         conditioner ([`BEATsModel`]): frozen audio encoder (a transformers model) whose tokens guide the UNet
-            through cross-attention.
+            through cross-attention (and `token_projection`).
         unet ([`UNet2DConditionModel`]): denoises the clean-speech latent; its input is the noisy target latent
-            concatenated with the VAE latent of the noisy input, `2 * latent_channels` channels.
+            concatenated with the VAE latent of the noisy input, `2 * latent_channels` channels (plus the
+            `token_projection` channels).
         scheduler ([`DDIMScheduler`]): v-prediction, trailing timesteps and zero terminal SNR (see
             `fuse_hf.factory.make_scheduler` for why).
         feature_extractor ([`BEATsFeatureExtractor`], *optional*): the conditioner's filterbank and its
             normalisation; without it the conditioner computes the same official one itself.
+        token_projection ([`TokenGridProjection`], *optional*): lays the BEATs tokens onto the latent grid,
+            aligned in time and frequency, as extra UNet input channels; without it the tokens enter through
+            cross-attention alone.
     """
 
-    model_cpu_offload_seq = "conditioner->vae->unet->vae"
-    _optional_components = ["feature_extractor"]
+    model_cpu_offload_seq = "conditioner->token_projection->vae->unet->vae"
+    _optional_components = ["feature_extractor", "token_projection"]
     _callback_tensor_inputs = ["latents", "noisy_latents", "encoder_hidden_states"]
 
-    def __init__(self, vae, conditioner, unet: UNet2DConditionModel, scheduler: DDIMScheduler, feature_extractor=None):
+    def __init__(
+        self,
+        vae,
+        conditioner,
+        unet: UNet2DConditionModel,
+        scheduler: DDIMScheduler,
+        feature_extractor=None,
+        token_projection=None,
+    ):
         super().__init__()
         self.register_modules(
-            vae=vae, conditioner=conditioner, unet=unet, scheduler=scheduler, feature_extractor=feature_extractor
+            vae=vae,
+            conditioner=conditioner,
+            unet=unet,
+            scheduler=scheduler,
+            feature_extractor=feature_extractor,
+            token_projection=token_projection,
         )
         self.vae.enable_slicing()
         for model in (self.vae, self.unet):  # exact, 2.25x fewer multiply-adds in the up-samplers (upsampling.py)
@@ -339,6 +356,16 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
         features, mask = encode_condition(self.conditioner, waveform, padding_mask, self.feature_extractor)
         return features.to(self.unet.dtype), mask
 
+    def align_tokens(self, encoder_hidden_states: torch.Tensor, latent_shape) -> torch.Tensor | None:
+        """The tokens on the latent grid `(batch, channels, latent_freq, latent_frames)` in the UNet's dtype, or None
+        without a `token_projection`. All-zero tokens (guidance off, the unconditional half) give zeros, as the
+        conditioning dropout of training does."""
+        if self.token_projection is None:
+            return None
+        aligned = self.token_projection(encoder_hidden_states.float(), latent_shape[-2], latent_shape[-1])
+        dropped = encoder_hidden_states.flatten(1).abs().amax(dim=1) == 0
+        return aligned.masked_fill(dropped[:, None, None, None], 0.0).to(self.unet.dtype)
+
     def denoise(
         self,
         latents,
@@ -353,9 +380,10 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
     ) -> torch.Tensor:
         """The DDIM loop for one batch of windows: initial `latents` -> the clean-speech latents.
 
-        The UNet sees `cat([latents, noisy_latents])` and attends to `encoder_hidden_states` (BEATs tokens); with
-        classifier-free guidance the prediction is `uncond + guidance_scale * (cond - uncond)`, where `uncond`
-        has the tokens replaced by zeros (the conditioning dropout of training).
+        The UNet sees `cat([latents, noisy_latents])` (and, with a `token_projection`, the tokens on the latent
+        grid) and attends to `encoder_hidden_states` (BEATs tokens); with classifier-free guidance the prediction is
+        `uncond + guidance_scale * (cond - uncond)`, where `uncond` has the tokens and their grid channels replaced
+        by zeros (the conditioning dropout of training).
         """
         if self._guidance_scale == 0.0:
             # The model was trained with conditioning dropout to zeros: this is "the same model without BEATs".
@@ -365,12 +393,19 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
                 break
             model_input = torch.cat([latents, noisy_latents], dim=1)
             model_input = self.scheduler.scale_model_input(model_input, t)
+            aligned = self.align_tokens(encoder_hidden_states, latents.shape)
             if self.do_classifier_free_guidance:
                 mask = None
                 if encoder_attention_mask is not None:
                     mask = torch.cat([torch.ones_like(encoder_attention_mask), encoder_attention_mask])
+                if aligned is not None:
+                    model_input = torch.cat([model_input, aligned], dim=1)
+                    unconditional = torch.cat([model_input[:, : -aligned.shape[1]], torch.zeros_like(aligned)], 1)
+                    model_input = torch.cat([unconditional, model_input])
+                else:
+                    model_input = torch.cat([model_input] * 2)
                 prediction = self.unet(
-                    torch.cat([model_input] * 2),
+                    model_input,
                     t,
                     encoder_hidden_states=torch.cat([torch.zeros_like(encoder_hidden_states), encoder_hidden_states]),
                     encoder_attention_mask=mask,
@@ -378,6 +413,8 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
                 prediction_uncond, prediction_cond = prediction.float().chunk(2)
                 prediction = prediction_uncond + self._guidance_scale * (prediction_cond - prediction_uncond)
             else:
+                if aligned is not None:
+                    model_input = torch.cat([model_input, aligned], dim=1)
                 prediction = self.unet(
                     model_input,
                     t,
