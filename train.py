@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Train FUSE: `accelerate launch train.py {beats,vae,diffusion} --config configs/tiny/vae.yaml [flags]`.
+"""Train FUSE: `accelerate launch train.py STAGE --config configs/tiny/vae.yaml [flags]`, STAGE one of `beats`,
+`beats_tokenizer`, `vae`, `diffusion`.
 
 A thin front for `fuse_hf.training`; `python train.py --help` lists every option.
 """

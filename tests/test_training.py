@@ -312,6 +312,49 @@ def test_diffusion_stage_writes_a_loadable_pipeline_and_card(toy_corpus, trained
     assert (tmp_path / "diffusion" / "diffusion_curves.png").stat().st_size > 0
 
 
+def test_diffusion_stage_trains_a_token_projection_and_widens_a_pretrained_unet(toy_corpus, trained_parts, tmp_path):
+    """A `token_projection:` section on top of a pre-trained pipeline without one: the UNet gets zero-weighted input
+    channels (step 0 is the pre-trained model), training moves them, and the saved pipeline holds the projection;
+    a run from that pipeline keeps it, and a section cannot replace a trained one."""
+    import yaml
+    from safetensors.torch import load_file
+
+    from fuse_hf import FUSEPipeline
+
+    plain = stage_args("diffusion", toy_corpus, tmp_path / "plain", trained_parts, extra=["--max_train_steps", "1"])
+    train(plain, STAGES["diffusion"]())
+    pretrained = tmp_path / "plain" / "diffusion" / "pipeline"
+    config = yaml.safe_load((TINY / "diffusion.yaml").read_text())
+    config["token_projection"] = {"hidden_dim": 8, "out_channels": 3}
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(config))
+    flags = [*data_flags(toy_corpus), "--vae_path", str(trained_parts[0]), "--conditioner_path", str(trained_parts[1])]
+    argv = ["diffusion", "--config", str(tmp_path / "grid.yaml"), *flags, "--pretrained_model", str(pretrained)]
+    result = train(
+        parse_args([*argv, "--output_dir", str(tmp_path / "grid"), "--max_train_steps", "3"]), STAGES["diffusion"]()
+    )
+    assert {"si_sdr", "guidance_off_si_sdr"} <= set(result.record)
+
+    folder = tmp_path / "grid" / "pipeline"
+    pipe = FUSEPipeline.from_pretrained(folder)
+    latent_channels = pipe.vae.config.latent_channels
+    assert pipe.unet.config.in_channels == 2 * latent_channels + 3
+    assert pipe.token_projection.config.out_channels == 3 and pipe.token_projection.config.hidden_dim == 8
+    before = load_file(str(pretrained / "unet" / "diffusion_pytorch_model.safetensors"))["conv_in.weight"]
+    after = load_file(str(folder / "unet" / "diffusion_pytorch_model.safetensors"))["conv_in.weight"]
+    assert after[:, 2 * latent_channels :].abs().amax() > 0  # the new channels were trained from zero
+    torch.testing.assert_close(after[:, : 2 * latent_channels], before, atol=0.05, rtol=0)  # a few small steps
+
+    # Continuing from the new pipeline keeps its projection; a section may not replace it.
+    again = ["diffusion", "--config", str(TINY / "diffusion.yaml"), *flags, "--pretrained_model", str(folder)]
+    train(
+        parse_args([*again, "--output_dir", str(tmp_path / "again"), "--max_train_steps", "1"]), STAGES["diffusion"]()
+    )
+    assert (tmp_path / "again" / "pipeline" / "token_projection" / "config.json").is_file()
+    with pytest.raises(ValueError, match="cannot change a trained one"):
+        bad = [*argv[:3], *flags, "--pretrained_model", str(folder), "--output_dir", str(tmp_path / "x")]
+        train(parse_args(bad), STAGES["diffusion"]())
+
+
 def test_config_errors_and_help(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("max_train_step: 3\n")
@@ -562,3 +605,67 @@ def test_two_process_ddp_keeps_ranks_identical(toy_corpus, tmp_path):
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["step"] == ranks[1]["step"] == 3
     assert ranks[0]["digest"] == ranks[1]["digest"]
+
+
+# ------------------------------------------------------------------------------------------ BEATs iteration 2
+
+
+def _tokenizer_argv(root, output: Path, teacher, extra=()) -> list[str]:
+    config = str(TINY / "beats-tokenizer.yaml")
+    return ["beats_tokenizer", "--config", config, *data_flags(root), "--output_dir", str(output)] + [
+        *(["--pretrained_model", str(teacher)] if teacher else []),
+        *extra,
+    ]
+
+
+def test_beats_iteration_2_distils_a_tokenizer_then_pretrains_on_its_labels(toy_corpus, trained_parts, tmp_path):
+    """`beats_tokenizer` distils a tokenizer from the tiny BEATs of `trained_parts` and writes `tokenizer/`, its
+    validation reporting the cosine to the teacher and the codebook usage; the `beats` stage with `--tokenizer_path`
+    then pre-trains on its labels (one label per code), warm-started from the same BEATs, leaves the tokenizer as
+    it was and writes a `conditioner/` without it."""
+    from fuse_hf.models.beats import BEATsModel, BEATsTokenizer
+
+    teacher = trained_parts[1]
+    extra = ["--max_train_steps", "2", "--num_validation_pairs", "1"]
+    args = parse_args(_tokenizer_argv(toy_corpus, tmp_path / "tok", teacher, extra))
+    result = train(args, STAGES["beats_tokenizer"]())
+    record = result.record
+    assert result.global_step == 2 and -1.0 <= record["cosine"] <= 1.0
+    assert 1 <= record["codes_used"] <= 64 and 1.0 <= record["code_perplexity"] <= record["codes_used"] + 1e-4
+    folder = tmp_path / "tok" / "tokenizer"
+    tokenizer = BEATsTokenizer.from_pretrained(folder)
+    assert tokenizer.config.teacher_dim == BEATsModel.from_pretrained(teacher).config.encoder_embed_dim
+    assert (tmp_path / "tok" / "beats_tokenizer_curves.png").stat().st_size > 0
+
+    argv = ["beats", "--config", str(TINY / "beats.yaml"), *data_flags(toy_corpus), "--output_dir", str(tmp_path / "2")]
+    args = parse_args([*argv, *extra, "--pretrained_model", str(teacher), "--tokenizer_path", str(folder)])
+    result = train(args, STAGES["beats"]())
+    wrapper = result.model
+    assert isinstance(wrapper.tokenizer, BEATsTokenizer) and wrapper.label_head.out_features == 64
+    assert np.isfinite(result.record["masked_loss"])
+    after = wrapper.tokenizer.state_dict()
+    assert all(torch.equal(after[key], value) for key, value in tokenizer.state_dict().items())
+    saved = _weights(tmp_path / "2" / "conditioner")
+    assert saved.keys() == BEATsModel.from_pretrained(teacher).state_dict().keys()
+
+
+def test_beats_iteration_2_config_errors_are_one_line_and_name_the_path(toy_corpus, trained_parts, tmp_path, capsys):
+    from fuse_hf.training import main
+
+    missing = tmp_path / "no-such-tokenizer"
+    argv = ["beats", "--config", str(TINY / "beats.yaml"), *data_flags(toy_corpus), "--output_dir", str(tmp_path / "r")]
+    assert main([*argv, "--tokenizer_path", str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert f"--tokenizer_path {missing}: no such model folder" in err and err.count("\n") == 1
+    accelerator = _cpu_accelerator()
+    with pytest.raises(ValueError) as error:  # a conditioner where the tokenizer belongs
+        STAGES["beats"]().build(parse_args([*argv, "--tokenizer_path", str(trained_parts[1])]), accelerator, {})
+    assert str(error.value).startswith(f"--tokenizer_path {trained_parts[1]}: a 'beats' model, not a 'beats_tokenizer'")
+
+    with pytest.raises(ValueError, match="the beats_tokenizer stage needs --pretrained_model"):
+        STAGES["beats_tokenizer"]().build(parse_args(_tokenizer_argv(toy_corpus, tmp_path, None)), accelerator, {})
+    typo = tmp_path / "typo.yaml"
+    typo.write_text((TINY / "beats-tokenizer.yaml").read_text().replace("quant_dim:", "quant_dims:"))
+    args = parse_args(_tokenizer_argv(toy_corpus, tmp_path, trained_parts[1], ["--config", str(typo)]))
+    with pytest.raises(ValueError, match=r"beats: unknown key\(s\) \['quant_dims'\]"):
+        STAGES["beats_tokenizer"]().build(args, accelerator, {})

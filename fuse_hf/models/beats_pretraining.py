@@ -1,9 +1,11 @@
-"""BEATs iteration-1 self-supervised objective (the linear probe of what the features learned is in
+"""BEATs self-supervised objective, iterations 1 and 2 (the linear probe of what the features learned is in
 ``benchmarks/linear_probe.py``).
 
 Iteration 1 of BEATs (Chen et al., ICML 2023, Sec. 3) needs no teacher: a frozen *random-projection* tokenizer
 labels every 16x16 filterbank patch with the nearest of 1024 random unit codewords, 75% of the patches are
-masked, and the model predicts the labels of the masked ones with cross-entropy.
+masked, and the model predicts the labels of the masked ones with cross-entropy. Iteration 2 is the same
+objective with the labels of a tokenizer distilled from the iteration-1 model
+(:class:`~fuse_hf.models.beats.BEATsTokenizer`, frozen), passed as ``tokenizer=``.
 
 As in the paper (and MAE), the encoder sees only the visible 25% of the patches, which makes pre-training about
 four times cheaper; a light label predictor (a small Transformer) then sees the encoder outputs at their
@@ -28,6 +30,7 @@ from .beats.modeling_beats import (
     _TransformerEncoder,
     patch_aligned_padding_mask,
 )
+from .beats.modeling_beats_tokenizer import BEATsTokenizer
 
 __all__ = [
     "BEATsForPretraining",
@@ -85,6 +88,11 @@ class RandomProjectionTokenizer(nn.Module):
         codes = F.normalize(patches @ self.projection, dim=-1)
         return (codes @ self.codebook.T).argmax(dim=-1)
 
+    def tokenize(self, fbank_features: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The labels, as :meth:`BEATsTokenizer.tokenize` gives them; each patch is labelled alone, so the token
+        padding mask changes nothing."""
+        return self(fbank_features)
+
 
 def random_patch_mask(
     batch_size: int,
@@ -109,13 +117,18 @@ def random_patch_mask(
 
 
 class BEATsForPretraining(nn.Module):
-    """BEATs iteration-1 masked label prediction around a :class:`BEATsModel` encoder.
+    """BEATs masked label prediction around a :class:`BEATsModel` encoder (iteration 1, or 2 with `tokenizer`).
 
     Args:
         encoder: the model to pre-train (its config fixes the patch size and width).
-        codebook_size, code_dim, tokenizer_seed: the frozen tokenizer (:class:`RandomProjectionTokenizer`).
+        codebook_size, code_dim, tokenizer_seed: the iteration-1 tokenizer (:class:`RandomProjectionTokenizer`,
+            1024 codes by default). With `tokenizer`, `code_dim` and `tokenizer_seed` are unused and
+            `codebook_size`, if given, must be the tokenizer's.
         mask_prob: fraction of patches masked (0.75).
         predictor_layers: depth of the label predictor (a Transformer of the encoder's width).
+        tokenizer: iteration 2: a distilled :class:`~fuse_hf.models.beats.BEATsTokenizer` whose codes are the
+            labels; it is frozen and stays in eval mode, and it is no part of ``encoder`` (the conditioner). The
+            label head has one output per code.
 
     Example:
 
@@ -135,11 +148,12 @@ class BEATsForPretraining(nn.Module):
     def __init__(
         self,
         encoder: BEATsModel,
-        codebook_size: int = 1024,
+        codebook_size: int | None = None,
         code_dim: int = 256,
         mask_prob: float = 0.75,
         predictor_layers: int = 2,
         tokenizer_seed: int = 0,
+        tokenizer: BEATsTokenizer | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 < mask_prob < 1.0:
@@ -147,12 +161,34 @@ class BEATsForPretraining(nn.Module):
         config = encoder.config
         self.encoder = encoder
         self.mask_prob = mask_prob
-        self.tokenizer = RandomProjectionTokenizer(config.input_patch_size, codebook_size, code_dim, tokenizer_seed)
+        if tokenizer is None:
+            codebook_size = 1024 if codebook_size is None else codebook_size
+            tokenizer = RandomProjectionTokenizer(config.input_patch_size, codebook_size, code_dim, tokenizer_seed)
+        else:
+            if codebook_size is not None and codebook_size != tokenizer.codebook_size:
+                raise ValueError(
+                    f"codebook_size: {codebook_size}, but the tokenizer has {tokenizer.codebook_size} codes. Leave "
+                    "codebook_size out: the label head follows the tokenizer."
+                )
+            if tokenizer.patch_size != config.input_patch_size:
+                raise ValueError(
+                    f"tokenizer: patches of {tokenizer.patch_size}, the encoder's are {config.input_patch_size}: "
+                    "the labels must be of the encoder's tokens."
+                )
+            tokenizer = tokenizer.requires_grad_(False).eval()
+        self.tokenizer = tokenizer
         self.mask_embedding = nn.Parameter(torch.randn(config.encoder_embed_dim) * 0.02)
         self.label_predictor = _TransformerEncoder.from_config(
             config, num_layers=predictor_layers, layerdrop=0.0, layer_wise_gradient_decay_ratio=1.0
         )
-        self.label_head = nn.Linear(config.encoder_embed_dim, codebook_size)
+        self.label_head = nn.Linear(config.encoder_embed_dim, tokenizer.codebook_size)
+
+    def train(self, mode: bool = True) -> BEATsForPretraining:
+        """As `nn.Module.train`, but the tokenizer stays in eval mode: its labels must not change with dropout, and
+        a distilled tokenizer's codebook must not move."""
+        super().train(mode)
+        self.tokenizer.eval()
+        return self
 
     def forward(
         self,
@@ -176,13 +212,13 @@ class BEATsForPretraining(nn.Module):
         encoder = self.encoder
         waveform, padding_mask = encoder.check_inputs(waveform, padding_mask, padding_mode="patch")
         fbank_features = encoder.preprocess(waveform)
-        labels = self.tokenizer(fbank_features)
         tokens = encoder.project(encoder.embed_patches(fbank_features))
         batch, num_tokens, width = tokens.shape
 
         token_padding = None
         if padding_mask is not None:
             token_padding = patch_aligned_padding_mask(padding_mask, encoder.config.input_patch_size)
+        labels = self.tokenizer.tokenize(fbank_features, token_padding)
         masked, keep_index = random_patch_mask(batch, num_tokens, self.mask_prob, generator, tokens.device)
 
         # The encoder sees the visible tokens only; masked ones are zeroed so the positional convolution,

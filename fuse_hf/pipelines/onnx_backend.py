@@ -9,7 +9,8 @@ of its networks beside them, and checks each graph against torch on the same inp
     OUT_DIR/onnx/conditioner.onnx   input_features (batch, frames, 128) -> last_hidden_state (batch, tokens, dim)
     OUT_DIR/onnx/vae_encoder.onnx   spectrogram (batch, C, freq, frames) -> latents (batch, 8, freq/4, frames/4)
     OUT_DIR/onnx/unet.onnx          sample (batch, 2*8 [+ token grid channels], freq/4, width), timestep (batch,),
-                                    encoder_hidden_states (batch, tokens, dim) -> sample (batch, 8, freq/4, width): one denoising step
+                                    encoder_hidden_states (batch, tokens, dim) -> sample (batch, 8, freq/4, width):
+                                    one denoising step
     OUT_DIR/onnx/vae_decoder.onnx   latents (batch, 8, freq/4, frames/4) -> spectrogram (batch, C, freq, frames)
 
 Batch, time (frames, width, tokens) are dynamic axes; the latents are the scaled posterior mean that

@@ -1,4 +1,4 @@
-"""Training FUSE with Accelerate: `accelerate launch train.py {beats,vae,diffusion} --config FILE`."""
+"""Training FUSE with Accelerate: `accelerate launch train.py {beats,beats_tokenizer,vae,diffusion} --config FILE`."""
 
 from .args import build_parser, parse_args
 from .loop import read_history, train

@@ -2,7 +2,7 @@
 
 Options come from a YAML/JSON file (`--config`) and flags override them. Model architectures, loss weights and
 the mixer's augmentation settings (`fuse_hf.data.AugmentConfig` fields) are nested sections of the config file
-(`vae:`, `unet:`, `beats:`, `loss:`, `augmentation:`), which have no flags.
+(`vae:`, `unet:`, `token_projection:`, `beats:`, `loss:`, `augmentation:`), which have no flags.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-STAGES = ("vae", "diffusion", "beats")
-NESTED_SECTIONS = ("vae", "unet", "beats", "loss", "augmentation")
+STAGES = ("vae", "diffusion", "beats", "beats_tokenizer")
+NESTED_SECTIONS = ("vae", "unet", "token_projection", "beats", "loss", "augmentation")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,8 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="train.py",
         description=(
             "Train FUSE with Accelerate: `accelerate launch train.py STAGE --config FILE [flags]`. Stages: `beats` "
-            "(self-supervised BEATs pre-training), `vae` (spectral VAE), `diffusion` (latent diffusion UNet with a "
-            "frozen VAE and a frozen BEATs). Flags override the config file."
+            "(self-supervised BEATs pre-training; iteration 2 with --tokenizer_path), `beats_tokenizer` (the "
+            "iteration-2 acoustic tokenizer, distilled from the BEATs given as --pretrained_model), `vae` (spectral "
+            "VAE), `diffusion` (latent diffusion UNet with a frozen VAE and a frozen BEATs). Flags override the "
+            "config file."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -150,7 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--pretrained_model",
         default=None,
-        help="start from these weights: a model folder (vae, beats) or pipeline folder (diffusion)",
+        help="start from these weights: a model folder (vae, beats) or pipeline folder (diffusion); for "
+        "beats_tokenizer, the frozen BEATs teacher whose features the tokenizer learns",
+    )
+    g.add_argument(
+        "--tokenizer_path",
+        default=None,
+        help="beats stage: BEATs iteration 2, labels from this distilled tokenizer folder (the `tokenizer/` that "
+        "`train.py beats_tokenizer` writes) instead of the iteration-1 random projection",
     )
     g.add_argument(
         "--train_decoder_only",

@@ -1,7 +1,10 @@
-"""The three training stages. Each says how to build its model, compute a loss, validate and save; the loop in
+"""The training stages. Each says how to build its model, compute a loss, validate and save; the loop in
 `loop.py` does everything else.
 
-* `beats`: BEATs iteration-1 self-supervised pre-training on speech, noise and mixtures -> `conditioner/`;
+* `beats`: BEATs self-supervised pre-training on speech, noise and mixtures -> `conditioner/`; iteration 1
+  (random-projection labels), or iteration 2 with `--tokenizer_path` (the labels of a distilled tokenizer);
+* `beats_tokenizer`: the iteration-2 acoustic tokenizer, distilled from a frozen BEATs (`--pretrained_model`) on
+  the same audio -> `tokenizer/`;
 * `vae`: the spectral VAE, reconstructing clean *and* noisy spectrograms -> `vae/`;
 * `diffusion`: the latent-diffusion UNet with the frozen VAE and the frozen BEATs -> a whole pipeline folder.
 """
@@ -389,10 +392,37 @@ def _log_magnitude(spec: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------ diffusion
 
 
+class UNetWithTokenProjection(torch.nn.Module):
+    """The UNet and its [`TokenGridProjection`] as one module, so that the optimizer, EMA and checkpoints hold both."""
+
+    def __init__(self, unet, token_projection):
+        super().__init__()
+        self.unet, self.token_projection = unet, token_projection
+
+    def forward(self, sample, timesteps, encoder_hidden_states, keep: torch.Tensor):
+        """`sample` `(batch, 2 * latent_channels, freq, frames)`; the tokens' grid channels are appended, zero where
+        `keep` `(batch,)` is False (conditioning dropout)."""
+        aligned = self.token_projection(encoder_hidden_states, sample.shape[-2], sample.shape[-1])
+        aligned = aligned * keep[:, None, None, None].to(aligned.dtype)
+        sample = torch.cat([sample, aligned.to(sample.dtype)], dim=1)
+        return self.unet(sample, timesteps, encoder_hidden_states=encoder_hidden_states)
+
+
+def _split_denoiser(model):
+    """`(unet, token_projection or None)` of what the diffusion stage trains."""
+    if isinstance(model, UNetWithTokenProjection):
+        return model.unet, model.token_projection
+    return model, None
+
+
 class DiffusionStage(Stage):
     """The UNet learns to denoise the clean latent given the noisy latent and BEATs tokens, predicting what the
     scheduler's `prediction_type` says (v-prediction for FUSE, `--prediction_type` to change it); the tokens are
-    replaced by zeros with probability `--conditioning_dropout`, so the same model runs without them."""
+    replaced by zeros with probability `--conditioning_dropout`, so the same model runs without them.
+
+    With a `token_projection:` section (or a `--pretrained_model` that has one), the tokens also enter as channels
+    on the latent grid, aligned in time and frequency ([`TokenGridProjection`]); a pre-trained UNet without them
+    gets zero-weighted input channels for them (`widen_unet_input`), so training starts from exactly its output."""
 
     name = "diffusion"
 
@@ -400,9 +430,10 @@ class DiffusionStage(Stage):
         from diffusers import UNet2DConditionModel
 
         from ..data import build_train_dataset
-        from ..factory import make_scheduler, make_unet
+        from ..factory import make_scheduler, make_token_projection, make_unet, widen_unet_input
         from ..models.autoencoder_spectral import SpectralAutoencoderKL
         from ..models.beats import BEATsModel
+        from ..models.token_projection import TokenGridProjection
 
         if not args.vae_path or not args.conditioner_path:
             raise ValueError("the diffusion stage needs --vae_path (a trained VAE) and --conditioner_path (a BEATs).")
@@ -426,18 +457,32 @@ class DiffusionStage(Stage):
         args.segment_samples, args.sample_rate = self.segment, self.sampling_rate
         self.dataset = build_train_dataset(args)
         frames = self.segment // hop_length + 1
+        condition_dim = self.conditioner.config.encoder_embed_dim
+        projection = None
+        pretrained_projection = Path(args.pretrained_model or "") / "token_projection"
+        if args.pretrained_model and pretrained_projection.is_dir():
+            if args.token_projection:
+                raise ValueError(
+                    f"{pretrained_projection} exists: a `token_projection:` section cannot change a trained one."
+                )
+            projection = TokenGridProjection.from_pretrained(pretrained_projection)
+        elif args.token_projection:
+            projection = make_token_projection(self.vae, condition_dim, **args.token_projection)
+        token_channels = projection.config.out_channels if projection is not None else 0
         if args.pretrained_model:
             unet = UNet2DConditionModel.from_pretrained(Path(args.pretrained_model) / "unet")
+            unet = widen_unet_input(unet, 2 * self.vae.config.latent_channels + token_channels)
         else:
             unet = make_unet(
                 latent_channels=self.vae.config.latent_channels,
-                condition_dim=self.conditioner.config.encoder_embed_dim,
+                condition_dim=condition_dim,
                 latent_frames=frames // self.vae.downsample_factor,
                 latent_freq=self.vae.config.sample_size // self.vae.downsample_factor,
+                token_channels=token_channels,
                 **args.unet,
             )
         self.pairs = validation_pairs(args, self.segment * 2, self.sampling_rate) if accelerator.is_main_process else []
-        return unet
+        return unet if projection is None else UNetWithTokenProjection(unet, projection)
 
     @torch.no_grad()
     def encode(self, clean: torch.Tensor, noisy: torch.Tensor, accelerator):
@@ -462,16 +507,22 @@ class DiffusionStage(Stage):
         timesteps = torch.randint(0, self.scheduler.config.num_train_timesteps, (batch_size,), device=self.device)
         noisy_latents = self.scheduler.add_noise(z_clean, noise, timesteps)
         target = diffusion_target(self.scheduler, z_clean, noise, timesteps)
-        prediction = model(torch.cat([noisy_latents, z_noisy], dim=1), timesteps, encoder_hidden_states=tokens).sample
+        sample = torch.cat([noisy_latents, z_noisy], dim=1)
+        if isinstance(accelerator.unwrap_model(model), UNetWithTokenProjection):
+            prediction = model(sample, timesteps, tokens, keep=~drop).sample
+        else:
+            prediction = model(sample, timesteps, encoder_hidden_states=tokens).sample
         loss = F.mse_loss(prediction.float(), target.float())
         return loss, {}
 
-    def pipeline(self, unet):
+    def pipeline(self, model):
+        """A FUSEPipeline around what is being trained (the UNet, or the UNet and its token projection)."""
         from diffusers import DDIMScheduler
 
         from ..models.beats import BEATsFeatureExtractor
         from ..pipelines.pipeline_fuse import FUSEPipeline
 
+        unet, projection = _split_denoiser(model)
         scheduler = DDIMScheduler.from_config(self.scheduler.config)  # its own: set_timesteps changes its state
         pipe = FUSEPipeline(
             vae=self.vae,
@@ -479,6 +530,7 @@ class DiffusionStage(Stage):
             unet=unet,
             scheduler=scheduler,
             feature_extractor=BEATsFeatureExtractor(),
+            token_projection=projection,
         )
         pipe.set_progress_bar_config(disable=True)
         return pipe
@@ -547,19 +599,45 @@ class DiffusionStage(Stage):
 # ---------------------------------------------------------------------------------------------- beats
 
 
+def beats_training_mix(batch: dict[str, torch.Tensor], device) -> torch.Tensor:
+    """What BEATs hears in training: per crop, 30 % clean speech, 20 % the noise alone, 50 % the mixture, so that
+    the features describe noisy speech. `(batch, samples)` on `device`."""
+    clean, noisy = batch["clean"].to(device), batch["noisy"].to(device)
+    choice = torch.rand(clean.shape[0], device=device)[:, None]
+    return torch.where(choice < 0.3, clean, torch.where(choice < 0.5, noisy - clean, noisy))
+
+
+def _model_folder(path, option: str, model_type: str, made_by: str) -> Path:
+    """`path` as a folder whose config.json is of `model_type`; else a one-line `ValueError` naming the path."""
+    folder = Path(path)
+    config = folder / "config.json"
+    if not config.is_file():
+        raise ValueError(f"{option} {path}: no such model folder (no config.json); {made_by}.")
+    found = json.loads(config.read_text()).get("model_type")
+    if found != model_type:
+        raise ValueError(f"{option} {path}: a {found!r} model, not a {model_type!r} one; {made_by}.")
+    return folder
+
+
 class BEATsStage(Stage):
-    """BEATs iteration-1 pre-training (frozen random-projection tokenizer, 75 % masked patches). Each crop is
-    clean speech, noise alone or a mixture, so that the features describe noisy speech."""
+    """BEATs pre-training, 75 % masked patches: iteration 1 with the frozen random-projection tokenizer, iteration 2
+    with `--tokenizer_path` (a tokenizer distilled by the `beats_tokenizer` stage, frozen). Each crop is clean
+    speech, noise alone or a mixture (`beats_training_mix`)."""
 
     name = "beats"
 
     def build(self, args, accelerator, resumed_state):
         from ..data import build_train_dataset
         from ..factory import make_conditioner
-        from ..models.beats import BEATsModel
+        from ..models.beats import BEATsModel, BEATsTokenizer
         from ..models.beats_pretraining import BEATsForPretraining
 
         self.loss_weights(args)  # none: only rejects a `loss:` section
+        tokenizer = None
+        if args.tokenizer_path:  # iteration 2; checked first, before the data is read
+            made_by = "`train.py beats_tokenizer` writes one to OUTPUT_DIR/tokenizer"
+            folder = _model_folder(args.tokenizer_path, "--tokenizer_path", "beats_tokenizer", made_by)
+            tokenizer = BEATsTokenizer.from_pretrained(folder)
         self.args, self.device = args, accelerator.device
         # BEATs hears 16 kHz audio (its filterbank is fixed): the default rate and hop.
         self.segment = segment_samples_for(args, frame_multiple=1)
@@ -572,14 +650,10 @@ class BEATsStage(Stage):
         else:
             encoder = make_conditioner(**config)
         self.pairs = validation_pairs(args, self.segment) if accelerator.is_main_process else []
-        return BEATsForPretraining(encoder, **pretraining)
+        return BEATsForPretraining(encoder, tokenizer=tokenizer, **pretraining)
 
     def loss(self, model, batch, accelerator):
-        clean, noisy = batch["clean"].to(self.device), batch["noisy"].to(self.device)
-        choice = torch.rand(clean.shape[0], device=self.device)[:, None]
-        # 30 % clean speech, 20 % the noise alone, 50 % the mixture.
-        wave = torch.where(choice < 0.3, clean, torch.where(choice < 0.5, noisy - clean, noisy))
-        out = model(wave)
+        out = model(beats_training_mix(batch, self.device))
         return out["loss"], {"accuracy": float(out["accuracy"])}
 
     def validate(self, model, step, accelerator):
@@ -609,4 +683,103 @@ class BEATsStage(Stage):
         return target
 
 
-STAGES = {"vae": VAEStage, "diffusion": DiffusionStage, "beats": BEATsStage}
+class BEATsTokenizerStage(Stage):
+    """The BEATs iteration-2 acoustic tokenizer ([`BEATsTokenizer`]), distilled from a frozen BEATs teacher
+    (`--pretrained_model`, the iteration-1 conditioner): its estimator learns the teacher's last-layer features from
+    the codes, on the `beats` stage's mix of clean speech, noise alone and mixtures. The `beats:` section holds the
+    tokenizer's [`BEATsTokenizerConfig`] fields; the teacher fixes the patch size and the width to predict.
+    Validation reports the mean cosine similarity to the teacher and how much of the codebook the labels use."""
+
+    name = "beats_tokenizer"
+
+    def build(self, args, accelerator, resumed_state):
+        import inspect
+
+        from ..data import build_train_dataset
+        from ..models.beats import BEATsConfig, BEATsModel, BEATsTokenizer, BEATsTokenizerConfig
+
+        self.loss_weights(args)  # none: the commitment weight is a field of the `beats:` section
+        if not args.pretrained_model:
+            raise ValueError(
+                "the beats_tokenizer stage needs --pretrained_model: the BEATs folder (iteration-1 conditioner) to "
+                "distil."
+            )
+        made_by = "`train.py beats` writes one to OUTPUT_DIR/conditioner"
+        teacher_folder = _model_folder(args.pretrained_model, "--pretrained_model", "beats", made_by)
+        config = dict(args.beats)
+        # PretrainedConfig keeps unknown keys as attributes: a typo would silently train with a default.
+        fields = {*inspect.signature(BEATsTokenizerConfig).parameters, *inspect.signature(BEATsConfig).parameters}
+        unknown = sorted(set(config) - (fields - {"kwargs"}))
+        if unknown:
+            raise ValueError(f"beats: unknown key(s) {unknown} for the beats_tokenizer stage (BEATsTokenizerConfig).")
+        teacher = BEATsModel.from_pretrained(teacher_folder)
+        for key, value in (
+            ("input_patch_size", teacher.config.input_patch_size),
+            ("teacher_dim", teacher.config.encoder_embed_dim),
+        ):
+            if config.setdefault(key, value) != value:
+                raise ValueError(f"beats: {key} {config[key]} differs from the teacher's {value}; leave it out.")
+        self.args, self.device = args, accelerator.device
+        self.teacher = teacher.to(self.device).eval().requires_grad_(False)
+        self.segment = segment_samples_for(args, frame_multiple=1)  # 16 kHz, as the `beats` stage
+        args.segment_samples = self.segment
+        self.dataset = build_train_dataset(args)
+        self.pairs = validation_pairs(args, self.segment) if accelerator.is_main_process else []
+        return BEATsTokenizer(BEATsTokenizerConfig(**config))
+
+    @torch.no_grad()
+    def teacher_inputs(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(filterbank (batch, frames, 128), the teacher's last-layer features (batch, tokens, width))` of a
+        `(batch, samples)` waveform."""
+        fbank_features = self.teacher.preprocess(wave)
+        return fbank_features, self.teacher.encode_fbank(fbank_features)[0].float()
+
+    def loss(self, model, batch, accelerator):
+        from ..models.beats.modeling_beats_tokenizer import code_perplexity
+
+        fbank_features, target = self.teacher_inputs(beats_training_mix(batch, self.device))
+        out = model(input_features=fbank_features, target_features=target)
+        codebook_size = accelerator.unwrap_model(model).codebook_size
+        return out["loss"], {
+            "cosine": float(out["cosine"]),
+            "commitment": out["commitment"].item(),
+            "code_perplexity": float(code_perplexity(out["codes"], codebook_size)),
+        }
+
+    def validate(self, model, step, accelerator):
+        from ..models.beats.modeling_beats_tokenizer import code_perplexity
+
+        cosines, codes = [], []
+        for pair in self.pairs:
+            for wave in (pair["noisy"], pair["clean"]):
+                fbank_features, target = self.teacher_inputs(torch.from_numpy(wave)[None].to(self.device))
+                out = model(input_features=fbank_features, target_features=target)
+                cosines.append(float(out["cosine"]))
+                codes.append(out["codes"].flatten().cpu())
+        if not codes:
+            return {}
+        codes = torch.cat(codes)
+        return {
+            "cosine": float(np.mean(cosines)),
+            "codes_used": int(codes.unique().numel()),
+            "code_perplexity": float(code_perplexity(codes, model.codebook_size)),
+        }
+
+    def save_final(self, model, args, record):
+        from ..plotting import plot_curves
+        from .loop import read_history
+
+        target = Path(args.output_dir) / "tokenizer"
+        model.save_pretrained(target)
+        history = read_history(args.output_dir)
+        if history:
+            plot_curves(
+                history,
+                ["cosine", "codes_used", "code_perplexity"],
+                Path(args.output_dir) / "beats_tokenizer_curves.png",
+                title="BEATs tokenizer distillation (valid)",
+            )
+        return target
+
+
+STAGES = {"vae": VAEStage, "diffusion": DiffusionStage, "beats": BEATsStage, "beats_tokenizer": BEATsTokenizerStage}
