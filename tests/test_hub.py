@@ -352,23 +352,29 @@ def test_remote_code_loads_without_fuse_hf(hub, pushed, tmp_path):
     np.save(tmp_path / "audio.npy", pushed["audio"])
     repo_root = str(Path(__file__).resolve().parent.parent)
     # Same thread count as this process: float sums depend on it, and the comparison below is to 1e-6.
+    target = f"{pushed['repo']}@{pushed['revision']}"  # the repo's first commit: a later test pushes another model
+    run_isolated(script, target, tmp_path / "audio.npy", repo_root, cwd=tmp_path)
+    np.testing.assert_allclose(np.load(tmp_path / "audio.npy"), pushed["reference"], atol=1e-6)
+
+
+def run_isolated(script: Path, target: str, audio: Path, repo_root: str, cwd: Path) -> None:
+    """Runs `script TARGET AUDIO REPO_ROOT` in a fresh interpreter (`-I`, an empty HF_HOME, no PYTHONPATH) with the
+    same thread count as this process: float sums depend on it, and the comparisons are to 1e-6."""
     env = {
         **os.environ,
-        "HF_HOME": str(tmp_path / "fresh-home"),
+        "HF_HOME": str(cwd / "fresh-home"),
         "PYTHONPATH": "",
         "OMP_NUM_THREADS": str(torch.get_num_threads()),
     }
-    target = f"{pushed['repo']}@{pushed['revision']}"  # the repo's first commit: a later test pushes another model
     result = subprocess.run(
-        [sys.executable, "-I", str(script), target, str(tmp_path / "audio.npy"), repo_root],
+        [sys.executable, "-I", str(script), target, str(audio), repo_root],
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
-        cwd=tmp_path,
+        cwd=cwd,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    np.testing.assert_allclose(np.load(tmp_path / "audio.npy"), pushed["reference"], atol=1e-6)
 
 
 LOCAL_REMOTE_SCRIPT = textwrap.dedent(
@@ -406,16 +412,7 @@ def test_a_token_projection_travels_as_remote_code(tmp_path, make_speech):
     audio = make_speech(0.8, seed=1)[0]
     np.save(tmp_path / "audio.npy", audio)
     (tmp_path / "remote.py").write_text(LOCAL_REMOTE_SCRIPT)
-    env = {**os.environ, "PYTHONPATH": "", "OMP_NUM_THREADS": str(torch.get_num_threads())}
     repo_root = str(Path(__file__).resolve().parent.parent)
-    result = subprocess.run(
-        [sys.executable, "-I", str(tmp_path / "remote.py"), str(folder), str(tmp_path / "audio.npy"), repo_root],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_isolated(tmp_path / "remote.py", str(folder), tmp_path / "audio.npy", repo_root, cwd=tmp_path)
     reference = pipe(audio, sampling_rate=16000, num_inference_steps=2, generator=torch.Generator().manual_seed(0))
     np.testing.assert_allclose(np.load(tmp_path / "audio.npy"), reference.audios, atol=1e-6)
