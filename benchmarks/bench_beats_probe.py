@@ -22,8 +22,9 @@ noise recordings are shared by both halves (there are only 5). Each probe is fit
 test on the other, then the other way round; the table shows the mean of the two folds and the JSON each fold.
 
 It also reports the masked-token accuracy curve of pre-training (from the run's ``validation_history.jsonl``)
-beside two references computed here with the same frozen tokenizer: chance (1/1024) and "always predict the
-most frequent token".
+beside two references computed here with the same frozen tokenizer (the iteration-1 random projection, or the
+distilled one of iteration 2 with ``--tokenizer``): chance (1 / codebook size) and "always predict the most
+frequent token".
 
     nice -n 10 python -m benchmarks.bench_beats_probe --out benchmarks/results/beats_probe.json
 """
@@ -41,7 +42,7 @@ import torch
 
 from fuse_hf.audio import list_audio_files
 from fuse_hf.data import make_validation_pairs
-from fuse_hf.models.beats import BEATsConfig, BEATsModel
+from fuse_hf.models.beats import BEATsConfig, BEATsModel, BEATsTokenizer
 from fuse_hf.models.beats_pretraining import RandomProjectionTokenizer
 
 from .common import DEFAULT_CORPUS, RESULTS_DIR, write_json
@@ -70,6 +71,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--history",
         default="/tmp/gpu1/beats/validation_history.jsonl",
         help="pre-training validation history (masked-token accuracy); skipped if missing",
+    )
+    parser.add_argument(
+        "--tokenizer",
+        default=None,
+        help="the distilled tokenizer (`train.py beats_tokenizer` output) whose labels --history was trained on; "
+        "default: the iteration-1 random projection",
     )
     parser.add_argument("--num_mixtures", type=int, default=104, help="one per valid speech file by default")
     parser.add_argument("--seconds", type=float, default=4.0, help="mixture length (short files are zero-padded)")
@@ -162,13 +169,16 @@ def run_probes(
     return out
 
 
-def token_references(waveforms: torch.Tensor, model: BEATsModel) -> dict[str, float]:
-    """Accuracy of "always the most frequent token" for the pre-training tokenizer (codebook 1024, seed 0)."""
-    tokenizer = RandomProjectionTokenizer(PATCH, 1024, 256, seed=0)
-    labels = tokenizer(model.preprocess(waveforms)).reshape(-1)
-    counts = torch.bincount(labels, minlength=1024).double()
+def token_references(waveforms: torch.Tensor, model: BEATsModel, tokenizer=None) -> dict[str, float]:
+    """Accuracy of "always the most frequent token" for the pre-training labels: those of `tokenizer` (a
+    `BEATsTokenizer`, iteration 2) or of the iteration-1 random projection (codebook 1024, seed 0)."""
+    tokenizer = tokenizer or RandomProjectionTokenizer(PATCH, 1024, 256, seed=0)
+    labels = tokenizer.tokenize(model.preprocess(waveforms)).reshape(-1)
+    counts = torch.bincount(labels, minlength=tokenizer.codebook_size).double()
     return {
-        "chance": 1 / 1024,
+        "tokenizer": type(tokenizer).__name__,
+        "codebook_size": tokenizer.codebook_size,
+        "chance": 1 / tokenizer.codebook_size,
         "most_frequent_token": float(counts.max() / counts.sum()),
         "tokens_used": int((counts > 0).sum()),
     }
@@ -247,7 +257,8 @@ def main(argv=None) -> int:
         fbank_rows = fbank_row_features(pretrained, noisy)
         feature_sets["log-mel 128 (row mean)"] = fbank_rows
         feature_sets["log-mel energy (1)"] = fbank_rows.mean(dim=-1, keepdim=True)
-        references = token_references(torch.cat([noisy, clean]), pretrained)
+        tokenizer = BEATsTokenizer.from_pretrained(args.tokenizer).eval() if args.tokenizer else None
+        references = token_references(torch.cat([noisy, clean]), pretrained, tokenizer)
 
     rows = feature_sets["BEATs pre-trained"].shape[1]
     # Every row lies inside the (unpadded) mixture: probe_features' rows end at 2560 t + 2800 <= samples.
@@ -271,12 +282,16 @@ def main(argv=None) -> int:
 
     history = read_history(Path(args.history))
     if history:
-        print("\nmasked-token accuracy on valid mixtures during pre-training (75% masked, 1024 tokens):")
+        print(
+            f"\nmasked-token accuracy on valid mixtures during pre-training (75% masked, "
+            f"{references['codebook_size']} tokens of the {references['tokenizer']}):"
+        )
         for h in history:
             print(f"  step {h['step']:>5}: accuracy {h['masked_accuracy']:.3f}, loss {h['masked_loss']:.3f}")
     print(
         f"  references on these mixtures: chance {references['chance']:.4f}, always the most frequent token "
-        f"{references['most_frequent_token']:.3f} ({references['tokens_used']} of 1024 tokens used)"
+        f"{references['most_frequent_token']:.3f} ({references['tokens_used']} of {references['codebook_size']} "
+        "tokens used)"
     )
 
     noise_kinds: dict[str, int] = {}
@@ -306,7 +321,12 @@ def main(argv=None) -> int:
         "probe": {"method": "closed-form ridge on standardised features (fit_linear_probe)", "ridge": args.ridge},
         "random_weights_seed": args.random_seed,
         "results": results,
-        "masked_token_accuracy": {"history": history, "history_file": args.history, **references},
+        "masked_token_accuracy": {
+            "history": history,
+            "history_file": args.history,
+            "tokenizer_path": args.tokenizer,
+            **references,
+        },
         "seconds": time.perf_counter() - start,
     }
     out = write_json(args.out, report)

@@ -161,8 +161,23 @@ def test_beats_probe_on_the_stranger_split_compares_a_second_conditioner(tiny_pi
     results = report["results"]
     assert results["BEATs --compare"]["mean"] == results["BEATs pre-trained"]["mean"]  # the same weights twice
     assert results["BEATs random weights"]["mean"] != results["BEATs pre-trained"]["mean"]
+    references = report["masked_token_accuracy"]
+    assert references["tokenizer"] == "RandomProjectionTokenizer" and references["codebook_size"] == 1024
     with pytest.raises(ValueError, match="speech/valid`: folder not found"):
         bench_beats_probe.main(argv)  # the default split is not in this corpus
+
+    # Iteration 2: the references are those of the distilled tokenizer the history was trained on.
+    from fuse_hf.factory import TINY_BEATS
+    from fuse_hf.models.beats import BEATsTokenizer, BEATsTokenizerConfig
+
+    torch.manual_seed(0)
+    tokenizer = BEATsTokenizer(BEATsTokenizerConfig(**TINY_BEATS, quant_n=16, quant_dim=8, teacher_dim=32))
+    tokenizer.save_pretrained(tmp_path / "tokenizer")
+    assert bench_beats_probe.main([*argv, "--split", "dev_stranger", "--tokenizer", str(tmp_path / "tokenizer")]) == 0
+    references = json.loads(out.read_text())["masked_token_accuracy"]
+    assert references["tokenizer"] == "BEATsTokenizer" and references["codebook_size"] == 16
+    assert references["chance"] == 1 / 16 and 1 <= references["tokens_used"] <= 16
+    assert 1 / 16 <= references["most_frequent_token"] <= 1
 
 
 # ------------------------------------------------------------------------------- quality benchmark
