@@ -30,8 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .configuration_beats import BEATsConfig
-from .feature_extraction_beats import NUM_MEL_BINS, SAMPLE_RATE, fbank, min_num_samples, normalize_fbank
-from .modeling_beats import BEATsPreTrainedModel, _check_config, _TransformerEncoder
+from .modeling_beats import BEATsModel, _check_config, _TransformerEncoder
 
 __all__ = [
     "BEATsTokenizer",
@@ -248,12 +247,14 @@ class _EMAVectorQuantizer(nn.Module):
 # ------------------------------------------------------------------------------------------------ the model
 
 
-class BEATsTokenizer(BEATsPreTrainedModel):
+class BEATsTokenizer(BEATsModel):
     r"""BEATs acoustic tokenizer distilled from a BEATs teacher: patches -> Transformer -> vector quantiser ->
     Transformer estimator of the teacher's features.
 
-    Saves and loads like every transformers model (``save_pretrained`` / ``from_pretrained``, safetensors; the
-    codebook is saved with the weights).
+    The front end and the encoder are a [`BEATsModel`]'s (this class extends it, so its filterbank, input checks,
+    patch embedding and state-dict keys are the same); the quantiser and the estimator are added. Saves and loads
+    like every transformers model (``save_pretrained`` / ``from_pretrained``, safetensors; the codebook is saved
+    with the weights).
 
     Args:
         config ([`BEATsTokenizerConfig`]): the encoder's [`BEATsConfig`] fields plus the quantiser's.
@@ -280,15 +281,11 @@ class BEATsTokenizer(BEATsPreTrainedModel):
     main_input_name = "input_features"
 
     def __init__(self, config: BEATsTokenizerConfig) -> None:
-        super().__init__(config)
         _check_tokenizer_config(config)
-        embed_dim, width = config.embed_dim, config.encoder_embed_dim
-        self.patch_embedding = nn.Conv2d(
-            1, embed_dim, kernel_size=config.input_patch_size, stride=config.input_patch_size, bias=config.conv_bias
-        )
-        self.layer_norm = nn.LayerNorm(embed_dim)
-        self.post_extract_proj = nn.Linear(embed_dim, width) if embed_dim != width else None
-        self.encoder = _TransformerEncoder.from_config(config)
+        if config.finetuned_model:
+            raise ValueError("finetuned_model: a tokenizer has no classifier head; leave it False.")
+        super().__init__(config)
+        width = config.encoder_embed_dim
         self.quantize_proj = nn.Linear(width, config.quant_dim)
         self.quantizer = _EMAVectorQuantizer(
             config.quant_n, config.quant_dim, config.codebook_decay, config.dead_code_threshold
@@ -309,47 +306,12 @@ class BEATsTokenizer(BEATsPreTrainedModel):
         """The number of labels, `quant_n`."""
         return self.config.quant_n
 
-    # -- inputs ----------------------------------------------------------------------------------------------
-
-    def preprocess(self, waveform: torch.Tensor) -> torch.Tensor:
-        """`(batch, samples)` (or `(samples,)`) 16 kHz waveform in [-1, 1] -> `(batch, frames, 128)` normalised
-        filterbank, as the teacher computes it.
-
-        Raises:
-            ValueError: not a float tensor of rank 1 or 2, or too short for one patch row.
-        """
-        if not isinstance(waveform, torch.Tensor) or not waveform.is_floating_point() or waveform.dim() not in (1, 2):
-            raise ValueError(
-                f"waveform: expected a float tensor (batch, samples) of 16 kHz mono audio, got {_describe(waveform)}."
-            )
-        waveform = waveform if waveform.dim() == 2 else waveform[None]
-        needed = min_num_samples(self.patch_size)
-        if waveform.shape[1] < needed:
-            raise ValueError(
-                f"waveform: {waveform.shape[1]} samples is too short; the tokenizer needs at least {needed} "
-                f"({1000 * needed / SAMPLE_RATE:g} ms at 16 kHz) for one patch row."
-            )
-        return normalize_fbank(fbank(waveform))
-
     def _check_features(self, fbank_features: torch.Tensor, padding_mask: torch.Tensor | None = None) -> None:
-        """Raises a `ValueError` for a filterbank (or token mask) whose shape the tokenizer cannot label."""
-        if (
-            not isinstance(fbank_features, torch.Tensor)
-            or not fbank_features.is_floating_point()
-            or fbank_features.dim() != 3
-            or fbank_features.shape[-1] != NUM_MEL_BINS
-        ):
-            raise ValueError(
-                f"input_features: expected a float (batch, frames, {NUM_MEL_BINS}) normalised filterbank, got "
-                f"{_describe(fbank_features)}. preprocess() makes one from a waveform."
-            )
-        if fbank_features.shape[1] < self.patch_size:
-            raise ValueError(
-                f"input_features: {fbank_features.shape[1]} frames; the tokenizer needs at least {self.patch_size} "
-                "(one patch row)."
-            )
+        """Raises a `ValueError` for a filterbank ([`BEATsModel.check_features`]) or token mask that the tokenizer
+        cannot label."""
+        self.check_features(fbank_features)
         if padding_mask is not None:
-            tokens = (fbank_features.shape[1] // self.patch_size) * (NUM_MEL_BINS // self.patch_size)
+            tokens = (fbank_features.shape[1] // self.patch_size) * self.num_freq_patches
             if tuple(padding_mask.shape) != (fbank_features.shape[0], tokens) or padding_mask.dtype != torch.bool:
                 raise ValueError(
                     f"padding_mask: expected a bool (batch, tokens) = {(fbank_features.shape[0], tokens)} token "
@@ -358,22 +320,13 @@ class BEATsTokenizer(BEATsPreTrainedModel):
 
     # -- the parts -------------------------------------------------------------------------------------------
 
-    def embed_patches(self, fbank_features: torch.Tensor) -> torch.Tensor:
-        """`(batch, frames, 128)` -> `(batch, tokens, encoder_embed_dim)` patch embeddings, token ``t * 8 + f`` the
-        patch of frames ``[16 t, 16 t + 16)`` and mel bins ``[16 f, 16 f + 16)`` (the order of `patchify`); frames
-        beyond the last whole patch row are dropped."""
-        weight = self.patch_embedding.weight
-        patches = self.patch_embedding(fbank_features.to(dtype=weight.dtype).unsqueeze(1))
-        patches = self.layer_norm(patches.flatten(2).transpose(1, 2))
-        return patches if self.post_extract_proj is None else self.post_extract_proj(patches)
-
     def encode(self, fbank_features: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """`(batch, frames, 128)` -> `(batch, tokens, quant_dim)` float32 unit vectors, before quantisation.
 
         Args:
             padding_mask: `(batch, tokens)` bool, True = padded token (never attended), or None.
         """
-        hidden, _ = self.encoder(self.embed_patches(fbank_features), padding_mask)
+        hidden, _ = self.encoder(self.project(self.embed_patches(fbank_features)), padding_mask)
         return F.normalize(self.quantize_proj(hidden).float(), dim=-1)
 
     def estimate(self, quantized: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -428,7 +381,7 @@ class BEATsTokenizer(BEATsPreTrainedModel):
                 "BEATsTokenizer: pass either input_values (the waveform) or input_features (its filterbank)."
             )
         if input_features is None:
-            input_features = self.preprocess(input_values)
+            input_features = self.preprocess(self.check_inputs(input_values)[0])
         self._check_features(input_features)
         quantized, codes, commitment = self.quantizer(self.encode(input_features))
         estimate = self.estimate(quantized)
