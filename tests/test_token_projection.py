@@ -134,3 +134,31 @@ def test_a_pipeline_with_a_token_projection_saves_and_loads(grid_pipeline, tmp_p
     a = grid_pipeline(audio, generator=torch.Generator().manual_seed(0), **kwargs).audios
     b = pipe(audio, generator=torch.Generator().manual_seed(0), **kwargs).audios
     np.testing.assert_allclose(b, a, atol=1e-5)
+
+
+def test_tokens_a_callback_replaces_bring_their_own_grid(grid_pipeline):
+    """The grid is computed once per window, and again when `callback_on_step_end` hands back new tokens."""
+    pipe = grid_pipeline
+    seen = []
+    forward = pipe.unet.forward
+
+    def spy(sample, *args, **kwargs):
+        seen.append(sample[:, -8:].detach().clone())
+        return forward(sample, *args, **kwargs)
+
+    def silence_tokens(pipe, step, timestep, kwargs):
+        return {"encoder_hidden_states": torch.zeros_like(kwargs["encoder_hidden_states"])}
+
+    pipe.unet.forward = spy
+    try:
+        pipe(
+            speech_like(0.5, seed=5)[0],
+            sampling_rate=16000,
+            num_inference_steps=3,
+            callback_on_step_end=silence_tokens,
+            callback_on_step_end_tensor_inputs=["encoder_hidden_states"],
+        )
+    finally:
+        pipe.unet.forward = forward
+    assert len(seen) == 3 and seen[0].abs().amax() > 0
+    assert seen[1].abs().amax() == 0 and seen[2].abs().amax() == 0

@@ -388,20 +388,20 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
         if self._guidance_scale == 0.0:
             # The model was trained with conditioning dropout to zeros: this is "the same model without BEATs".
             encoder_hidden_states, encoder_attention_mask = torch.zeros_like(encoder_hidden_states), None
+        aligned = self.align_tokens(encoder_hidden_states, latents.shape)  # fixed over the steps
         for i, t in enumerate(timesteps):
             if self.interrupt:
                 break
             model_input = torch.cat([latents, noisy_latents], dim=1)
             model_input = self.scheduler.scale_model_input(model_input, t)
-            aligned = self.align_tokens(encoder_hidden_states, latents.shape)
             if self.do_classifier_free_guidance:
                 mask = None
                 if encoder_attention_mask is not None:
                     mask = torch.cat([torch.ones_like(encoder_attention_mask), encoder_attention_mask])
                 if aligned is not None:
-                    model_input = torch.cat([model_input, aligned], dim=1)
-                    unconditional = torch.cat([model_input[:, : -aligned.shape[1]], torch.zeros_like(aligned)], 1)
-                    model_input = torch.cat([unconditional, model_input])
+                    conditional = torch.cat([model_input, aligned], dim=1)
+                    unconditional = torch.cat([model_input, torch.zeros_like(aligned)], dim=1)
+                    model_input = torch.cat([unconditional, conditional])
                 else:
                     model_input = torch.cat([model_input] * 2)
                 prediction = self.unet(
@@ -431,7 +431,9 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
                 callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
                 latents = callback_outputs.pop("latents", latents)
                 noisy_latents = callback_outputs.pop("noisy_latents", noisy_latents)
-                encoder_hidden_states = callback_outputs.pop("encoder_hidden_states", encoder_hidden_states)
+                if "encoder_hidden_states" in callback_outputs:  # new tokens: their grid too
+                    encoder_hidden_states = callback_outputs.pop("encoder_hidden_states")
+                    aligned = self.align_tokens(encoder_hidden_states, latents.shape)
             if progress_bar is not None:
                 progress_bar.update()
         return latents
