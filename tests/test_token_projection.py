@@ -37,15 +37,18 @@ def test_row_weights_interpolate_between_token_row_centres():
 
 
 def test_a_single_token_lands_on_its_own_time_and_band():
-    """A token grid with one non-zero token (row 3, band 5) lights up only the latent frames within a row of row
-    3's centre and only the latent rows of band 5."""
+    """A token grid where one token (row 3, band 5) differs from the others lights up (against the grid of the
+    uniform tokens) only the latent frames within a row of row 3's centre and only the latent rows of band 5."""
     projection = TokenGridProjection(condition_dim=4, hidden_dim=8, out_channels=2).eval()
     rows, bands = 6, 8
-    tokens = torch.zeros(1, rows * bands, 4)
+    background = torch.tensor([0.5, 1.0, -0.5, 0.2]).expand(1, rows * bands, 4)
+    tokens = background.clone()
     tokens[0, 3 * bands + 5] = torch.tensor([3.0, -1.0, 2.0, 0.5])
     with torch.no_grad():
-        zero = projection(torch.zeros_like(tokens), 64, 32)
-        grid = projection(tokens, 64, 32) - zero  # what the one token adds
+        grid = projection(tokens, 64, 32) - projection(background, 64, 32)  # what the one token changes
+        # A row of all-zero tokens (conditioning dropout, guidance off) gives a zero grid; the other rows do not.
+        both = projection(torch.cat([torch.zeros_like(tokens), tokens]), 64, 32)
+    assert both[0].abs().amax() == 0 and torch.equal(both[1:], projection(tokens, 64, 32))
     touched = grid.abs().amax(dim=(0, 1)) > 1e-6  # (freq, frames)
     frames = touched.any(dim=0).nonzero().flatten()
     freq_rows = touched.any(dim=1).nonzero().flatten()

@@ -145,7 +145,10 @@ class TokenGridProjection(ModelMixin, ConfigMixin):
 
     def forward(self, tokens: torch.Tensor, latent_freq: int, latent_frames: int) -> torch.Tensor:
         """Tokens `(batch, rows * bands, condition_dim)`, in BEATs' order (row-major: token `r * bands + b`) ->
-        aligned channels `(batch, out_channels, latent_freq, latent_frames)` in the tokens' dtype."""
+        aligned channels `(batch, out_channels, latent_freq, latent_frames)` in the tokens' dtype.
+
+        A batch row of all-zero tokens (conditioning dropout in training; guidance off and the unconditional half
+        of classifier-free guidance in the pipeline) gives an all-zero grid: "without BEATs" means without both."""
         batch, num_tokens, width = tokens.shape
         if width != self.config.condition_dim or num_tokens % self.num_bands:
             raise ValueError(
@@ -156,4 +159,6 @@ class TokenGridProjection(ModelMixin, ConfigMixin):
         values = self.proj_out(self.act(self.proj_in(self.norm(tokens))))
         values = values.reshape(batch, rows, self.num_bands, -1)
         bands, frames = (w.to(values) for w in self.grid_weights(latent_freq, latent_frames, rows))
-        return torch.einsum("brnc,fn,tr->bcft", values, bands, frames)
+        grid = torch.einsum("brnc,fn,tr->bcft", values, bands, frames)
+        dropped = tokens.flatten(1).abs().amax(dim=1) == 0
+        return grid.masked_fill(dropped[:, None, None, None], 0.0)

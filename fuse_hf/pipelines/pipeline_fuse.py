@@ -358,13 +358,11 @@ class FUSEPipeline(DiffusionPipeline, FUSEStreamingMixin):
 
     def align_tokens(self, encoder_hidden_states: torch.Tensor, latent_shape) -> torch.Tensor | None:
         """The tokens on the latent grid `(batch, channels, latent_freq, latent_frames)` in the UNet's dtype, or None
-        without a `token_projection`. All-zero tokens (guidance off, the unconditional half) give zeros, as the
-        conditioning dropout of training does."""
+        without a `token_projection` (all-zero tokens give a zero grid: see [`TokenGridProjection`])."""
         if self.token_projection is None:
             return None
         aligned = self.token_projection(encoder_hidden_states.float(), latent_shape[-2], latent_shape[-1])
-        dropped = encoder_hidden_states.flatten(1).abs().amax(dim=1) == 0
-        return aligned.masked_fill(dropped[:, None, None, None], 0.0).to(self.unet.dtype)
+        return aligned.to(self.unet.dtype)
 
     def denoise(
         self,

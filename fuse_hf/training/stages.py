@@ -399,11 +399,10 @@ class UNetWithTokenProjection(torch.nn.Module):
         super().__init__()
         self.unet, self.token_projection = unet, token_projection
 
-    def forward(self, sample, timesteps, encoder_hidden_states, keep: torch.Tensor):
-        """`sample` `(batch, 2 * latent_channels, freq, frames)`; the tokens' grid channels are appended, zero where
-        `keep` `(batch,)` is False (conditioning dropout)."""
+    def forward(self, sample, timesteps, encoder_hidden_states):
+        """`sample` `(batch, 2 * latent_channels, freq, frames)`; the tokens' grid channels are appended (zero for
+        the tokens that conditioning dropout zeroed)."""
         aligned = self.token_projection(encoder_hidden_states, sample.shape[-2], sample.shape[-1])
-        aligned = aligned * keep[:, None, None, None].to(aligned.dtype)
         sample = torch.cat([sample, aligned.to(sample.dtype)], dim=1)
         return self.unet(sample, timesteps, encoder_hidden_states=encoder_hidden_states)
 
@@ -508,10 +507,7 @@ class DiffusionStage(Stage):
         noisy_latents = self.scheduler.add_noise(z_clean, noise, timesteps)
         target = diffusion_target(self.scheduler, z_clean, noise, timesteps)
         sample = torch.cat([noisy_latents, z_noisy], dim=1)
-        if isinstance(accelerator.unwrap_model(model), UNetWithTokenProjection):
-            prediction = model(sample, timesteps, tokens, keep=~drop).sample
-        else:
-            prediction = model(sample, timesteps, encoder_hidden_states=tokens).sample
+        prediction = model(sample, timesteps, encoder_hidden_states=tokens).sample
         loss = F.mse_loss(prediction.float(), target.float())
         return loss, {}
 
